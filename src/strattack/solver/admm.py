@@ -1,0 +1,220 @@
+"""Linearized ADMM for problem (2) and its refinement (20): every step closed-form.
+
+Notation follows the paper (Sec. 3-4). The perturbation problem
+
+    minimize  f(x0 + delta) + gamma * D(delta) + tau * g(delta)
+    s.t.      x0 + delta in [0, 1]^n,  ||delta||_inf <= eps                            (2)
+
+is split as (4) (or (16) with one copy y_i per group when groups overlap) with the consensus
+variable z, and solved by
+
+    delta-step (10), w-step (11), y-step (12)/(17), linearized z-step (15)/(18), duals (9)/(37).
+
+Duals are kept unscaled, as in the paper (a = z - u/rho, ...).
+
+Memory for overlapping groups (Prop. 2). The paper keeps PQ copies y_i in R^n. Outside its own
+group D_i a copy is y_i = c_i = z^k - v_i/rho (eq. 17, second line), hence
+c'_i = y_i + v_i/rho = z^k there, whatever v_i is. The outside parts of v_i therefore never
+influence z, y or the in-group parts of v_i, and are not stored. Only the in-group parts
+(an ``unfold``-sized (N, C*r*r, P*Q) tensor, O(n * r^2/S^2)) are kept, and
+
+    sum_i c'_i = fold(in-group parts of c'_i) + (PQ - coverage) * z^k.
+
+The same identity with one copy (PQ replaced by 1) is Prop. 1 when groups do not overlap.
+``overlap="group"`` is a documented alternative (not in the paper): each copy only lives on its
+own group (constraints y_i = z_{D_i}), which replaces PQ by the per-pixel coverage.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .groups import GroupSpec, block_soft_threshold
+
+OverlapMode = Literal["exact", "group"]
+
+
+class State(dict):
+    """Named per-image tensors (first dimension = image) that can be gathered and scattered."""
+
+    def gather(self, idx: Tensor) -> "State":
+        return State({k: v[idx] for k, v in self.items()})
+
+    def scatter_(self, idx: Tensor, sub: "State") -> None:
+        for k, v in sub.items():
+            self[k][idx] = v
+
+
+def feasible_bounds(inputs: Tensor, epsilon: float | None, keep_zero: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+    """Per-entry bounds lo <= delta <= hi of h(w), eq. (5): box [0,1] and ||delta||_inf <= eps.
+
+    keep_zero: boolean mask (broadcastable to inputs) of entries that must stay unperturbed
+    (pixels outside every group, or S_sigma in the refinement (20)). 0 is always feasible since
+    inputs are in [0, 1], so these bounds are never empty.
+    """
+    lo, hi = -inputs, 1 - inputs
+    if epsilon is not None:
+        lo, hi = lo.clamp_min(-epsilon), hi.clamp_max(epsilon)
+    if keep_zero is not None:
+        keep_zero = keep_zero.expand_as(inputs)
+        lo = lo.masked_fill(keep_zero, 0.0)
+        hi = hi.masked_fill(keep_zero, 0.0)
+    return lo, hi
+
+
+def eta(alpha: float, k: int) -> float:
+    """Bregman weight eta_k = alpha * sqrt(k) of the linearized z-step (14); k starts at 1."""
+    return alpha * math.sqrt(k)
+
+
+def delta_step_l2(a: Tensor, gamma: float, rho: float) -> Tensor:
+    """argmin_delta gamma*||delta||^2 + rho/2*||delta - a||^2 = rho/(rho + 2 gamma) * a, eq. (10)."""
+    return (rho / (rho + 2 * gamma)) * a
+
+
+@dataclass(frozen=True)
+class ADMMParams:
+    rho: float = 1.0      # penalty parameter of the augmented Lagrangian (6)
+    gamma: float = 1.0    # weight of D(delta) = ||delta||_2^2
+    tau: float = 2.0      # weight of the group sparsity g(delta)
+    alpha: float = 5.0    # eta_k = alpha * sqrt(k), so eta_1 = 5 as in Appendix F
+
+    def __post_init__(self) -> None:
+        if not self.rho > 0:
+            raise ValueError(f"rho must be > 0, got {self.rho}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.gamma < 0 or self.tau < 0:
+            raise ValueError(f"gamma and tau must be >= 0, got gamma={self.gamma}, tau={self.tau}")
+
+
+class StructuredADMM:
+    """ADMM of Prop. 1 (non-overlapping groups) and Prop. 2 (overlapping groups).
+
+    Holds the per-image constants (bounds) for all N images; methods act on a subset ``idx``.
+    """
+
+    def __init__(self, params: ADMMParams, groups: GroupSpec | None, lo: Tensor, hi: Tensor,
+                 overlap: OverlapMode = "exact") -> None:
+        if overlap not in ("exact", "group"):
+            raise ValueError(f"overlap must be 'exact' or 'group', got {overlap!r}")
+        self.params = params
+        # tau = 0 removes the y-block entirely: no copies, no duals v.
+        self.groups = groups if params.tau > 0 else None
+        self.lo, self.hi = lo, hi
+        if self.groups is not None:
+            self.coverage = self.groups.coverage(lo)
+            if overlap == "group":
+                self.copies = self.coverage                      # y_i only on D_i
+            elif self.groups.overlapping:
+                self.copies = float(self.groups.num_groups)      # Prop. 2: PQ full copies
+            else:
+                self.copies = 1.0                                # Prop. 1: one y
+
+    def init_state(self, init: Tensor) -> State:
+        """z^0 = init, all duals 0 (y^0 needs no storage: it is computed before it is used)."""
+        state = State(z=init.clone(), u=torch.zeros_like(init), s=torch.zeros_like(init))
+        if self.groups is not None:
+            v = torch.zeros_like(self.groups.unfold(init))
+            state.update(v=v, y=torch.zeros_like(v))
+        return state
+
+    def point(self, st: State) -> Tensor:
+        """Where f is linearized: z^k."""
+        return st["z"]
+
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State:
+        """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0)."""
+        p = self.params
+        rho = p.rho
+        z, u, s = st["z"], st["u"], st["s"]
+        delta = delta_step_l2(z - u / rho, p.gamma, rho)                     # (10)
+        w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
+        e = eta(p.alpha, k)
+        numer = e * z + rho * (delta + u / rho) + rho * (w + s / rho) - grad  # (15)/(18)
+        denom = e + 2 * rho
+        new = State()
+        if self.groups is not None:
+            g = self.groups
+            v = st["v"]
+            y = block_soft_threshold(g.unfold(z) - v / rho, p.tau / rho)     # (12)/(17)
+            sum_c_prime = g.fold(y + v / rho) + (self.copies - self.coverage) * z
+            numer = numer + rho * sum_c_prime
+            denom = denom + rho * self.copies
+            z_new = numer / denom
+            new.update(v=v + rho * (y - g.unfold(z_new)), y=y)                # (37)
+        else:
+            z_new = numer / denom
+        new.update(z=z_new, u=u + rho * (delta - z_new), s=s + rho * (w - z_new))  # (9)
+        return new
+
+    def candidate(self, st: State, idx: Tensor) -> Tensor:
+        """The feasible group-sparse perturbation read off the iterate.
+
+        Non-overlapping groups: y^{k+1} itself. Overlapping: the mean of the copies covering each
+        pixel, set to 0 wherever a covering copy is 0 (at the ADMM fixed point every copy equals z,
+        so a zero group forces its pixels to 0: the support of an overlapping group lasso is the
+        complement of the union of its zero groups). Then projected on h (box, eps, uncovered = 0);
+        the projection keeps zeros since 0 is always feasible.
+        """
+        if self.groups is None:
+            perturbation = st["z"]
+        else:
+            g = self.groups
+            y = st["y"]
+            mean = g.fold(y) / self.coverage.clamp_min(1)
+            if g.overlapping:
+                zero_group = (y == 0).all(dim=1, keepdim=True).to(y.dtype).expand_as(y)
+                mean = mean.masked_fill(g.fold(zero_group) > 0, 0.0)
+            perturbation = mean
+        return torch.clamp(perturbation, self.lo[idx], self.hi[idx])
+
+    def regularizer(self, delta: Tensor) -> Tensor:
+        """gamma * ||delta||^2 + tau * g(delta) per image (the non-loss part of problem (2))."""
+        p = self.params
+        value = p.gamma * delta.flatten(1).pow(2).sum(dim=1)
+        if self.groups is not None:
+            value = value + p.tau * self.groups.penalty(delta)
+        return value
+
+
+class RefineADMM:
+    """ADMM of Prop. 3 for the refined problem (20) under a fixed support (S_sigma kept at 0).
+
+    lo/hi must already be 0 on S_sigma (see :func:`feasible_bounds`); ``support`` is the
+    complement of S_sigma.
+    """
+
+    def __init__(self, params: ADMMParams, lo: Tensor, hi: Tensor, support: Tensor) -> None:
+        self.params = params
+        self.lo, self.hi = lo, hi
+        self.support = support
+
+    def init_state(self, init: Tensor) -> State:
+        """Initialised at delta* (end of Prop. 3): z^0 = delta^0 = delta*, u^0 = 0."""
+        return State(z=init.clone(), u=torch.zeros_like(init), delta=init.clone())
+
+    def point(self, st: State) -> Tensor:
+        return st["z"]
+
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State:
+        p = self.params
+        rho = p.rho
+        z, u = st["z"], st["u"]
+        delta = torch.clamp((rho / (rho + 2 * p.gamma)) * (z - u / rho),
+                            self.lo[idx], self.hi[idx])                        # (21)
+        e = eta(p.alpha, k)
+        z_new = ((e * z + rho * (delta + u / rho) - grad) / (e + rho))         # (22)
+        z_new = z_new * self.support[idx]
+        return State(z=z_new, u=u + rho * (delta - z_new), delta=delta)
+
+    def candidate(self, st: State, idx: Tensor) -> Tensor:
+        return st["delta"]
+
+    def regularizer(self, delta: Tensor) -> Tensor:
+        return self.params.gamma * delta.flatten(1).pow(2).sum(dim=1)

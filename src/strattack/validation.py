@@ -1,0 +1,76 @@
+"""Input checks shared by every attack: clear errors before any optimisation work starts."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def check_inputs(inputs: Tensor) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating-point tensor in [0, 1], got dtype {inputs.dtype}")
+    if inputs.ndim != 4:
+        raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs is an empty batch (N = 0)")
+    if torch.isnan(inputs).any():
+        raise ValueError("inputs contain NaN")
+    lo, hi = inputs.min().item(), inputs.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"inputs must lie in [0, 1] (found values in [{lo:.4g}, {hi:.4g}]); "
+                         "put the normalisation inside the model")
+
+
+def check_labels(labels: Tensor, n: int, name: str = "labels") -> None:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) to match inputs, got {tuple(labels.shape)}")
+
+
+def check_logits(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+    """One forward pass on the clean inputs; checks the model returns (N, K) logits."""
+    with torch.no_grad():
+        logits = model(inputs)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"the model must return a logits tensor of shape (N, K), "
+                        f"got {type(logits).__name__}")
+    n = inputs.shape[0]
+    if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] < 2:
+        raise ValueError(f"the model must return logits of shape (N, K) = ({n}, K>=2), "
+                         f"got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"the model must return floating-point logits, got {logits.dtype}")
+    return logits
+
+
+def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
+                         targeted: bool, true_labels: Tensor | None = None) -> Tensor:
+    """Checks everything an attack needs and returns the clean logits (N, K)."""
+    if not callable(model):
+        raise TypeError("model must be callable (an nn.Module or a function) mapping inputs to logits")
+    check_inputs(inputs)
+    n = inputs.shape[0]
+    check_labels(labels, n)
+    if labels.device != inputs.device:
+        raise ValueError(f"labels are on {labels.device} but inputs on {inputs.device}")
+    if true_labels is not None:
+        check_labels(true_labels, n, "true_labels")
+    logits = check_logits(model, inputs)
+    k = logits.shape[1]
+    for name, lab in (("labels", labels), ("true_labels", true_labels)):
+        if lab is not None and (lab.min().item() < 0 or lab.max().item() >= k):
+            raise ValueError(f"{name} must be class indices in [0, {k - 1}] "
+                             f"(the model has {k} classes), got values in "
+                             f"[{lab.min().item()}, {lab.max().item()}]")
+    if targeted and true_labels is not None:
+        same = (labels == true_labels.to(labels.device)).nonzero().squeeze(1)
+        if same.numel():
+            raise ValueError(f"targeted attack: the target equals the true label for images "
+                             f"{same.tolist()[:10]}{'...' if same.numel() > 10 else ''}")
+    return logits
