@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from strattack.attacks.structured import sparse_support
 from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasible_bounds
@@ -45,6 +46,16 @@ def test_groups_match_loops(c, h, w, r, s):
     assert spec.overlapping == (s < r)
     if s == r:
         assert cover.max() == 1
+
+
+@pytest.mark.parametrize("c,h,w,r,s", [(1, 8, 8, 2, 2), (3, 7, 9, 3, 2), (2, 6, 6, 3, 1),
+                                       (1, 28, 28, 3, 2), (3, 29, 30, 13, 13), (1, 5, 5, 1, 1)])
+def test_unfold_fold_match_torch_im2col(c, h, w, r, s):
+    spec = GroupSpec(c, h, w, r, s)
+    x = torch.randn(2, c, h, w)
+    torch.testing.assert_close(spec.unfold(x), F.unfold(x, r, stride=s), rtol=0, atol=0)
+    cols = torch.randn(2, c * r * r, spec.num_groups)
+    torch.testing.assert_close(spec.fold(cols), F.fold(cols, (h, w), r, stride=s), rtol=1e-12, atol=1e-12)
 
 
 def test_uncovered_pixels_are_the_last_rows_and_columns():

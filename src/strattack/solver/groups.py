@@ -5,9 +5,11 @@ r*r*C entries under the mask at row offset p*S and column offset q*S, for
 p in [P], q in [Q], P = floor((H - r)/S) + 1, Q = floor((W - r)/S) + 1.
 S = r gives a partition of the covered pixels (Prop. 1); S < r gives overlapping groups (Prop. 2).
 
-Groups are handled through ``torch.nn.functional.unfold`` / ``fold``: ``unfold`` gathers every
-group into a column of an (N, C*r*r, P*Q) tensor, ``fold`` scatters such columns back and *sums*
-entries that several groups share. Nothing of size n * P*Q is ever built.
+Groups are handled with the layout of ``torch.nn.functional.unfold`` / ``fold``: ``unfold``
+gathers every group into a column of an (N, C*r*r, P*Q) tensor, ``fold`` scatters such columns
+back and *sums* entries that several groups share. Nothing of size n * P*Q is ever built. Both
+are written with strided views instead of calling im2col, which is erratic on CPU here (up to
+100x slower for some shapes when threads are contended).
 
 Pixels no group covers: when (H - r) or (W - r) is not a multiple of S, the last rows/columns
 belong to no group. They do not appear in g(delta) (eq. 1). The attacks built on these groups
@@ -19,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -76,13 +77,26 @@ class GroupSpec:
         return self.stride < self.size
 
     def unfold(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C*r*r, P*Q): column i holds the entries of group D_i."""
-        return F.unfold(x, kernel_size=self.size, stride=self.stride)
+        """(N, C, H, W) -> (N, C*r*r, P*Q): column i holds the entries of group D_i
+        (same layout as ``F.unfold``: rows ordered (channel, kernel row, kernel col))."""
+        r, s, n = self.size, self.stride, x.shape[0]
+        patches = x.unfold(2, r, s).unfold(3, r, s)            # (N, C, P, Q, r, r), a view
+        return patches.permute(0, 1, 4, 5, 2, 3).reshape(n, self.group_dim, self.num_groups)
 
     def fold(self, cols: Tensor) -> Tensor:
         """(N, C*r*r, P*Q) -> (N, C, H, W), summing entries shared by several groups."""
-        return F.fold(cols, output_size=(self.height, self.width), kernel_size=self.size,
-                      stride=self.stride)
+        r, s, n = self.size, self.stride, cols.shape[0]
+        p, q = self.rows, self.cols
+        blocks = cols.reshape(n, self.channels, r, r, p, q)
+        out = cols.new_zeros(n, self.channels, self.height, self.width)
+        if s == r:   # a partition of the covered region: one strided copy
+            tiled = blocks.permute(0, 1, 4, 2, 5, 3).reshape(n, self.channels, p * r, q * r)
+            out[:, :, :p * r, :q * r] = tiled
+            return out
+        for i in range(r):       # r*r strided additions, one per offset inside the mask
+            for j in range(r):
+                out[:, :, i:i + s * (p - 1) + 1:s, j:j + s * (q - 1) + 1:s] += blocks[:, :, i, j]
+        return out
 
     def coverage(self, like: Tensor) -> Tensor:
         """(1, C, H, W): how many groups contain each entry (0 for uncovered pixels)."""
