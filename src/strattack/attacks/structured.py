@@ -52,7 +52,7 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                binary_search_steps: int = 5,
                max_iterations: int = 200,
                check_every: int = 5,
-               patience: int = 20,
+               patience: int = 40,
                tol: float = 1e-3,
                refine: bool = True,
                refine_quantile: float = 0.03,

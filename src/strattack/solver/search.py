@@ -56,7 +56,7 @@ class SearchSettings:
     search_steps: int = 5
     max_iterations: int = 200
     check_every: int = 5        # candidate check (one forward pass) every this many iterations
-    patience: int = 20          # early stop: window (iterations) over which progress is measured
+    patience: int = 40          # early stop: window (iterations) over which progress is measured
     tol: float = 1e-3           # early stop: minimal relative decrease of the objective per window
     const_growth: float = 10.0  # c *= this while no success has bounded c from above
 
