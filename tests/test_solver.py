@@ -14,7 +14,15 @@ from strattack.attacks.structured import sparse_support
 from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasible_bounds
 from strattack.solver.groups import GroupSpec, block_soft_threshold
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Exact comparisons in float64, without leaking the default dtype into other test files."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def group_index_sets(c: int, h: int, w: int, r: int, s: int) -> list[np.ndarray]:

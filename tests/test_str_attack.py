@@ -58,7 +58,7 @@ def test_untargeted_mode_flips_the_prediction():
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         pred = model(x).argmax(1)
-    res = str_attack(model, x, pred, targeted=False, **FAST)
+    res = str_attack(model, x, pred, targeted=False)
     assert res.success.all()
     with torch.no_grad():
         assert (model(res.adv).argmax(1) != pred).all()

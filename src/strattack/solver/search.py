@@ -129,8 +129,9 @@ def constant_search(model: Model, inputs: Tensor, labels: Tensor, targeted: bool
             idx = running.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            sub = state.gather(idx)
-            x0, lab, c = inputs[idx], labels[idx], const[idx]
+            everyone = idx.numel() == n      # common case: no gather/scatter copies needed
+            sub = state if everyone else state.gather(idx)
+            x0, lab, c = (inputs, labels, const) if everyone else (inputs[idx], labels[idx], const[idx])
 
             z = core.point(sub)
             x = (x0 + z).requires_grad_(True)
@@ -142,7 +143,10 @@ def constant_search(model: Model, inputs: Tensor, labels: Tensor, targeted: bool
             iterations[idx] += 1
 
             sub = core.step(sub, grad, k, idx)
-            state.scatter_(idx, sub)
+            if everyone:
+                state = sub
+            else:
+                state.scatter_(idx, sub)
             objective = loss.detach() + core.regularizer(z)
 
             if k % settings.check_every == 0 or k == settings.max_iterations:
