@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from strattack import str_attack
+from strattack import admm_attack
 from strattack.data import load_samples
 from strattack.evaluation import markdown_table, summarize
 from strattack.models import load_pretrained
@@ -85,7 +85,7 @@ def main() -> None:
         results, start = [], time.perf_counter()
         for b in range(0, len(x), a.batch_size):
             sl = slice(b, b + a.batch_size)
-            results.append(str_attack(model, x[sl], t[sl], targeted=True, true_labels=y[sl], **kwargs))
+            results.append(admm_attack(model, x[sl], t[sl], targeted=True, true_labels=y[sl], **kwargs))
         seconds = time.perf_counter() - start
         res = results[0] if len(results) == 1 else type(results[0])(
             adv=torch.cat([r.adv for r in results]), success=torch.cat([r.success for r in results]),

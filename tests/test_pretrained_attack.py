@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from click.testing import CliRunner
 
-from strattack import str_attack
+from strattack import admm_attack, str_attack
 from strattack.cli import main
 from strattack.data import load_samples
 from strattack.models import load_pretrained
@@ -22,7 +22,7 @@ def test_strattack_succeeds_on_demo_images_with_half_the_l0_of_the_dense_baselin
     model, x, y = demo_batch()
     t = (y + 1) % 10
     sparse = str_attack(model, x, t, targeted=True, true_labels=y)
-    dense = str_attack(model, x, t, targeted=True, true_labels=y, tau=0.0, refine=False)
+    dense = admm_attack(model, x, t, targeted=True, true_labels=y, tau=0.0, refine=False)
     assert sparse.success.all() and dense.success.all()
     l0_sparse = sparse.norms()["l0"].float()
     l0_dense = dense.norms()["l0"].float()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strattack.attacks.structured import sparse_support
+from strattack.solver.admm import sparse_support
 from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasible_bounds
 from strattack.solver.groups import GroupSpec, block_soft_threshold
 
@@ -192,7 +192,7 @@ def test_tau_zero_allocates_no_group_block():
     lo, hi = feasible_bounds(x, None)
     core = StructuredADMM(ADMMParams(tau=0.0), GroupSpec(1, 6, 6, 2, 2), lo, hi)
     st = core.init_state(torch.zeros_like(x))
-    assert set(st) == {"z", "u", "s"}
+    assert set(st) == {"z", "u", "s", "delta"}
 
 
 def test_feasible_bounds_box_eps_and_fixed_zeros():

@@ -29,7 +29,7 @@ def main() -> None:
 def demo(dataset: str, num_images: int, target_offset: int, output: Path, device: str) -> None:
     """Attack a few bundled images with StrAttack and a dense l2 baseline; print a table and
     write a Fig. 2-style PNG (original, adversarial, group-wise perturbation heatmap)."""
-    from . import str_attack
+    from . import admm_attack
     from .data import CIFAR10_CLASSES, load_samples
     from .evaluation import markdown_table, summarize
     from .models import load_pretrained
@@ -60,7 +60,7 @@ def demo(dataset: str, num_images: int, target_offset: int, output: Path, device
     rows, figure_inputs = [], {}
     for name, kwargs in runs.items():
         start = time.perf_counter()
-        res = str_attack(model, x, targets, targeted=True, true_labels=y, initial_const=const,
+        res = admm_attack(model, x, targets, targeted=True, true_labels=y, initial_const=const,
                          **kwargs)
         seconds = time.perf_counter() - start
         rows.append(summarize(name, res, groups, seconds))

@@ -2,148 +2,37 @@
 
 Problem (2) with D = ||.||_2^2 and the sliding-mask group penalty g, solved by the linearized
 ADMM of Prop. 1 (non-overlapping groups, S = r) or Prop. 2 (overlapping, S < r) inside a
-per-image binary search on c, followed by the refinement of Prop. 3 on the sigma-sparse
-support of the best perturbation.
+per-image binary search on c, followed by the refinement of Prop. 3 on the sigma-sparse support
+of the best perturbation. It is one configuration of :func:`admm_attack`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
-from ..result import AttackResult, project_exact
-from ..solver.admm import ADMMParams, OverlapMode, RefineADMM, StructuredADMM, feasible_bounds
-from ..solver.groups import GroupSpec
-from ..solver.losses import is_adversarial, logit_margin
-from ..solver.search import Best, PassCounter, SearchSettings, constant_search
-from ..validation import validate_attack_call
-
-
-def sparse_support(delta: Tensor, quantile: float) -> Tensor:
-    """Complement of S_sigma (eq. 19) per image: |delta_j| > sigma, where sigma is the
-    ``quantile`` (linear interpolation, as numpy) of |delta| over that image's nonzero entries."""
-    n = delta.shape[0]
-    mag = delta.abs().flatten(1)
-    count = (mag > 0).sum(dim=1)
-    ordered = mag.masked_fill(mag == 0, float("inf")).sort(dim=1).values
-    pos = quantile * (count - 1).clamp_min(0).to(delta.dtype)
-    lo_i = pos.floor().long()
-    hi_i = pos.ceil().long()
-    lo_v = ordered.gather(1, lo_i[:, None]).squeeze(1)
-    hi_v = ordered.gather(1, hi_i[:, None]).squeeze(1)
-    sigma = lo_v + (hi_v - lo_v) * (pos - lo_i.to(delta.dtype))
-    sigma = torch.where(count > 0, sigma, torch.zeros_like(sigma))
-    return (mag > sigma[:, None]).reshape(n, *delta.shape[1:])
+from ..result import AttackResult
+from .admm_framework import admm_attack
 
 
 def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
-               targeted: bool = False,
-               confidence: float = 0.0,
-               epsilon: float | None = None,
-               group_size: int = 2,
-               stride: int = 2,
-               rho: float = 1.0,
-               gamma: float = 1.0,
-               tau: float = 2.0,
-               alpha: float = 5.0,
-               overlap: OverlapMode = "exact",
-               initial_const: float = 0.5,
-               binary_search_steps: int = 5,
-               max_iterations: int = 200,
-               check_every: int = 5,
-               patience: int = 40,
-               tol: float = 1e-3,
-               refine: bool = True,
-               refine_quantile: float = 0.03,
-               refine_search_steps: int = 2,
-               refine_iterations: int = 100,
-               true_labels: Tensor | None = None) -> AttackResult:
-    """Structured (group-sparse) adversarial attack.
+               targeted: bool = False, group_size: int = 2, stride: int = 2, tau: float = 2.0,
+               **kwargs: Any) -> AttackResult:
+    """Structured (group-sparse) adversarial attack; see :func:`admm_attack` for every keyword.
 
-    Args:
-        model: maps (N, C, H, W) inputs in [0, 1] to logits (N, K).
-        inputs: images in [0, 1]; never modified.
-        labels: target classes if ``targeted`` else true classes, (N,) integers.
-        confidence: kappa of eq. (3).
-        epsilon: optional l_inf bound on the perturbation (problem (2)); None = only the box.
-        group_size, stride: r and S of the sliding mask; S < r gives overlapping groups.
-        rho, gamma, tau, alpha: ADMM penalty, weight of ||delta||^2, weight of g, and
-            eta_k = alpha*sqrt(k). Defaults are the paper's (Appendix F).
-        overlap: "exact" = Prop. 2 with PQ copies of y; "group" = copies restricted to their group.
-        initial_const, binary_search_steps, max_iterations: the per-image search on c.
-        check_every: iterations between two checks of the feasible candidate (one forward pass).
-        patience, tol: early stop when the objective decreased by less than ``tol`` (relative)
-            over ``patience`` iterations.
-        refine, refine_quantile, refine_search_steps, refine_iterations: Prop. 3 refinement on
-            the support {|delta*| > sigma}, sigma = the ``refine_quantile`` quantile of the nonzero
-            |delta*| of each image (3% in the paper).
-        true_labels: optional true classes, used in targeted mode to reject target == truth.
-
-    Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
-    perturbed, so every perturbed pixel belongs to a group.
+    Defaults follow Appendix F: rho = 1, eta_1 = 5, tau = 2, gamma = 1, D = ||.||_2^2,
+    refinement on the 3%-quantile support.
     """
-    for name, value in (("group_size", group_size), ("stride", stride)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if inputs.ndim == 4 and (group_size > min(inputs.shape[2:]) or stride > min(inputs.shape[2:])):
-        raise ValueError(f"group size r={group_size} / stride S={stride} larger than the image "
-                         f"({inputs.shape[2]}x{inputs.shape[3]})")
-    if epsilon is not None and not epsilon > 0:
-        raise ValueError(f"epsilon must be > 0 or None, got {epsilon}")
-    if confidence < 0:
-        raise ValueError(f"confidence must be >= 0, got {confidence}")
-    if not 0 <= refine_quantile < 1:
-        raise ValueError(f"refine_quantile must be in [0, 1), got {refine_quantile}")
-    params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha)
-    search = SearchSettings(initial_const=initial_const, search_steps=binary_search_steps,
-                            max_iterations=max_iterations, check_every=check_every,
-                            patience=patience, tol=tol)
-    refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
-                                     max_iterations=refine_iterations, check_every=check_every,
-                                     patience=patience, tol=tol) if refine else None
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
-    groups = GroupSpec.for_inputs(inputs, group_size, stride)
+    if not tau > 0:
+        raise ValueError(f"StrAttack needs a group penalty tau > 0, got {tau}; "
+                         "use admm_attack for tau = 0")
+    return admm_attack(model, inputs, labels, targeted=targeted, group_size=group_size,
+                       stride=stride, tau=tau, **kwargs)
 
-    x0 = inputs.detach()
-    labels = labels.long()
-    n = x0.shape[0]
-    counter = PassCounter.zeros(n, x0.device)
-    counter.add(torch.arange(n, device=x0.device), "validation", backward=False)
 
-    # Images the model already classifies as wanted need no perturbation at all.
-    best = Best.empty(x0)
-    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
-    best.l2[already] = 0.0
-    best.const[already] = 0.0
-    active = ~already
-
-    uncovered = groups.coverage(x0) == 0
-    lo, hi = feasible_bounds(x0, epsilon, uncovered)
-    core = StructuredADMM(params, groups, lo, hi, overlap)
-    outcome = constant_search(model, x0, labels, targeted, confidence, core, search, counter,
-                              "admm", active=active, best=best)
-    iterations = outcome.iterations
-
-    if refine_settings is not None:
-        to_refine = active & best.found
-        if to_refine.any():
-            support = sparse_support(best.delta, refine_quantile) & ~uncovered
-            lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
-            refine_core = RefineADMM(params, lo_r, hi_r, support.to(x0.dtype))
-            init = best.delta * support
-            refined = constant_search(model, x0, labels, targeted, confidence, refine_core,
-                                      refine_settings, counter, "refine", active=to_refine,
-                                      init=init, best=best,
-                                      const=torch.where(to_refine, best.const,
-                                                        torch.ones_like(best.const)))
-            iterations = iterations + refined.iterations
-
-    adv = project_exact(x0, x0 + best.delta, epsilon)
-    with torch.no_grad():
-        final_margin = logit_margin(model(adv), labels, targeted)
-    counter.add(torch.arange(n, device=x0.device), "final check", backward=False)
-    success = final_margin < 0
-    return AttackResult(adv=adv.detach(), success=success, inputs=inputs, const=best.const,
-                        iterations=iterations, forward_passes=counter.forward,
-                        backward_passes=counter.backward, stages=counter.stages)
+def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
+                    epsilon: float, targeted: bool = False, **kwargs: Any) -> AttackResult:
+    """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,
+    Table 2). Success means fooling the model within the budget."""
+    kwargs.setdefault("refine_gamma", 0.0)
+    return str_attack(model, inputs, labels, targeted=targeted, epsilon=epsilon, **kwargs)

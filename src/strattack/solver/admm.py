@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .distortion import Distortion
 from .groups import GroupSpec, block_soft_threshold
 
 OverlapMode = Literal["exact", "group"]
@@ -72,17 +73,31 @@ def eta(alpha: float, k: int) -> float:
     return alpha * math.sqrt(k)
 
 
-def delta_step_l2(a: Tensor, gamma: float, rho: float) -> Tensor:
-    """argmin_delta gamma*||delta||^2 + rho/2*||delta - a||^2 = rho/(rho + 2 gamma) * a, eq. (10)."""
-    return (rho / (rho + 2 * gamma)) * a
+def sparse_support(delta: Tensor, quantile: float) -> Tensor:
+    """Complement of S_sigma (eq. 19) per image: |delta_j| > sigma, where sigma is the
+    ``quantile`` (linear interpolation, as numpy) of |delta| over that image's nonzero entries.
+    The paper writes delta*_j <= sigma; the magnitude is what is meant."""
+    n = delta.shape[0]
+    mag = delta.abs().flatten(1)
+    count = (mag > 0).sum(dim=1)
+    ordered = mag.masked_fill(mag == 0, float("inf")).sort(dim=1).values
+    pos = quantile * (count - 1).clamp_min(0).to(delta.dtype)
+    lo_i = pos.floor().long()
+    hi_i = pos.ceil().long()
+    lo_v = ordered.gather(1, lo_i[:, None]).squeeze(1)
+    hi_v = ordered.gather(1, hi_i[:, None]).squeeze(1)
+    sigma = lo_v + (hi_v - lo_v) * (pos - lo_i.to(delta.dtype))
+    sigma = torch.where(count > 0, sigma, torch.zeros_like(sigma))
+    return (mag > sigma[:, None]).reshape(n, *delta.shape[1:])
 
 
 @dataclass(frozen=True)
 class ADMMParams:
     rho: float = 1.0      # penalty parameter of the augmented Lagrangian (6)
-    gamma: float = 1.0    # weight of D(delta) = ||delta||_2^2
+    gamma: float = 1.0    # weight of D(delta)
     tau: float = 2.0      # weight of the group sparsity g(delta)
     alpha: float = 5.0    # eta_k = alpha * sqrt(k), so eta_1 = 5 as in Appendix F
+    distortion: Distortion = Distortion("l2")   # D: only the delta-step depends on it
 
     def __post_init__(self) -> None:
         if not self.rho > 0:
@@ -119,7 +134,9 @@ class StructuredADMM:
     def init_state(self, init: Tensor) -> State:
         """z^0 = init, all duals 0 (y^0 needs no storage: it is computed before it is used)."""
         state = State(z=init.clone(), u=torch.zeros_like(init), s=torch.zeros_like(init))
-        if self.groups is not None:
+        if self.groups is None:
+            state["delta"] = init.clone()
+        else:
             v = torch.zeros_like(self.groups.unfold(init))
             state.update(v=v, y=torch.zeros_like(v))
         return state
@@ -133,7 +150,7 @@ class StructuredADMM:
         p = self.params
         rho = p.rho
         z, u, s = st["z"], st["u"], st["s"]
-        delta = delta_step_l2(z - u / rho, p.gamma, rho)                     # (10)
+        delta = p.distortion.prox(z - u / rho, p.gamma, rho)                 # (10)
         w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
         e = eta(p.alpha, k)
         numer = e * z + rho * (delta + u / rho) + rho * (w + s / rho) - grad  # (15)/(18)
@@ -151,19 +168,22 @@ class StructuredADMM:
         else:
             z_new = numer / denom
         new.update(z=z_new, u=u + rho * (delta - z_new), s=s + rho * (w - z_new))  # (9)
+        if self.groups is None:
+            new["delta"] = delta
         return new
 
     def candidate(self, st: State, idx: Tensor) -> Tensor:
         """The feasible group-sparse perturbation read off the iterate.
 
-        Non-overlapping groups: y^{k+1} itself. Overlapping: the mean of the copies covering each
+        No group term (tau = 0): delta^{k+1}, the variable that carries D's structure (sparse
+        for an l1 D). Non-overlapping groups: y^{k+1} itself. Overlapping: the mean of the copies covering each
         pixel, set to 0 wherever a covering copy is 0 (at the ADMM fixed point every copy equals z,
         so a zero group forces its pixels to 0: the support of an overlapping group lasso is the
         complement of the union of its zero groups). Then projected on h (box, eps, uncovered = 0);
         the projection keeps zeros since 0 is always feasible.
         """
         if self.groups is None:
-            perturbation = st["z"]
+            perturbation = st["delta"]
         else:
             g = self.groups
             y = st["y"]
@@ -175,9 +195,9 @@ class StructuredADMM:
         return torch.clamp(perturbation, self.lo[idx], self.hi[idx])
 
     def regularizer(self, delta: Tensor) -> Tensor:
-        """gamma * ||delta||^2 + tau * g(delta) per image (the non-loss part of problem (2))."""
+        """gamma * D(delta) + tau * g(delta) per image (the non-loss part of problem (2))."""
         p = self.params
-        value = p.gamma * delta.flatten(1).pow(2).sum(dim=1)
+        value = p.gamma * p.distortion.value(delta)
         if self.groups is not None:
             value = value + p.tau * self.groups.penalty(delta)
         return value
@@ -185,6 +205,7 @@ class StructuredADMM:
 
 class RefineADMM:
     """ADMM of Prop. 3 for the refined problem (20) under a fixed support (S_sigma kept at 0).
+    With D = ||.||^2, (21) is the clamp of rho/(2 gamma + rho) * a; another D uses its prox.
 
     lo/hi must already be 0 on S_sigma (see :func:`feasible_bounds`); ``support`` is the
     complement of S_sigma.
@@ -206,7 +227,7 @@ class RefineADMM:
         p = self.params
         rho = p.rho
         z, u = st["z"], st["u"]
-        delta = torch.clamp((rho / (rho + 2 * p.gamma)) * (z - u / rho),
+        delta = torch.clamp(p.distortion.prox(z - u / rho, p.gamma, rho),
                             self.lo[idx], self.hi[idx])                        # (21)
         e = eta(p.alpha, k)
         z_new = ((e * z + rho * (delta + u / rho) - grad) / (e + rho))         # (22)
@@ -217,4 +238,4 @@ class RefineADMM:
         return st["delta"]
 
     def regularizer(self, delta: Tensor) -> Tensor:
-        return self.params.gamma * delta.flatten(1).pow(2).sum(dim=1)
+        return self.params.gamma * self.params.distortion.value(delta)

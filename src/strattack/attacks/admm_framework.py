@@ -1,0 +1,147 @@
+"""The general ADMM attack framework of Sec. 3 ("Generality").
+
+One solver, problem (2), with pluggable pieces:
+  * D(delta): ||.||_2^2 (eq. 10), ||.||_1 or the elastic net beta*||.||_1 + ||.||_2^2 (only the
+    delta-step changes);
+  * the group term tau*g(delta): optional; tau = 0 removes the y-block entirely;
+  * the w-step: the box [0, 1] and an optional l_inf bound epsilon;
+  * the refinement of Prop. 3 on the sigma-sparse support, for any D (optionally with its own
+    gamma, e.g. gamma = 0 for the l_inf-bounded attack of Table 2).
+C&W-l2-like (D = l2, tau = 0), EAD-like (D = elastic, tau = 0) and StrAttack (D = l2, tau > 0)
+are configurations of :func:`admm_attack`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..result import AttackResult, project_exact
+from ..solver.admm import ADMMParams, OverlapMode, RefineADMM, StructuredADMM, feasible_bounds, sparse_support
+from ..solver.distortion import Distortion, DistortionName
+from ..solver.groups import GroupSpec
+from ..solver.losses import is_adversarial, logit_margin
+from ..solver.search import Best, PassCounter, SearchSettings, constant_search
+from ..validation import validate_attack_call
+
+
+def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
+               targeted: bool = False,
+               confidence: float = 0.0,
+               epsilon: float | None = None,
+               group_size: int = 2,
+               stride: int = 2,
+               rho: float = 1.0,
+               gamma: float = 1.0,
+               tau: float = 2.0,
+               alpha: float = 5.0,
+               distortion: DistortionName = "l2",
+               beta: float = 1e-3,
+               overlap: OverlapMode = "exact",
+               initial_const: float = 0.5,
+               binary_search_steps: int = 5,
+               max_iterations: int = 200,
+               check_every: int = 5,
+               patience: int = 40,
+               tol: float = 1e-3,
+               refine: bool = True,
+               refine_quantile: float = 0.03,
+               refine_search_steps: int = 2,
+               refine_iterations: int = 100,
+               refine_gamma: float | None = None,
+               true_labels: Tensor | None = None) -> AttackResult:
+    """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
+
+    Args:
+        model: maps (N, C, H, W) inputs in [0, 1] to logits (N, K).
+        inputs: images in [0, 1]; never modified.
+        labels: target classes if ``targeted`` else true classes, (N,) integers.
+        confidence: kappa of eq. (3).
+        epsilon: optional l_inf bound on the perturbation (problem (2)); None = only the box.
+        group_size, stride: r and S of the sliding mask; S < r gives overlapping groups.
+        rho, gamma, tau, alpha: ADMM penalty, weight of D, weight of g (0: no group term), and
+            eta_k = alpha*sqrt(k). Defaults are the paper's (Appendix F).
+        distortion, beta: D = "l2" (||.||^2), "l1" or "elastic" (beta*||.||_1 + ||.||^2).
+        overlap: "exact" = Prop. 2 with PQ copies of y; "group" = copies restricted to their group.
+        initial_const, binary_search_steps, max_iterations: the per-image search on c.
+        check_every: iterations between two checks of the feasible candidate (one forward pass).
+        patience, tol: early stop when the objective decreased by less than ``tol`` (relative)
+            over ``patience`` iterations.
+        refine, refine_quantile, refine_search_steps, refine_iterations: Prop. 3 refinement on
+            the support {|delta*| > sigma}, sigma = the ``refine_quantile`` quantile of the nonzero
+            |delta*| of each image (3% in the paper). refine_gamma: gamma used in the refinement
+            (None: the same gamma; 0 gives problem (20) at gamma = 0, as in Table 2).
+        true_labels: optional true classes, used in targeted mode to reject target == truth.
+
+    Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
+    perturbed, so every perturbed pixel belongs to a group.
+    """
+    for name, value in (("group_size", group_size), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if inputs.ndim == 4 and (group_size > min(inputs.shape[2:]) or stride > min(inputs.shape[2:])):
+        raise ValueError(f"group size r={group_size} / stride S={stride} larger than the image "
+                         f"({inputs.shape[2]}x{inputs.shape[3]})")
+    if epsilon is not None and not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0 or None, got {epsilon}")
+    if confidence < 0:
+        raise ValueError(f"confidence must be >= 0, got {confidence}")
+    if not 0 <= refine_quantile < 1:
+        raise ValueError(f"refine_quantile must be in [0, 1), got {refine_quantile}")
+    params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha,
+                        distortion=Distortion(distortion, beta))
+    refine_params = params if refine_gamma is None else ADMMParams(
+        rho=rho, gamma=refine_gamma, tau=tau, alpha=alpha, distortion=params.distortion)
+    search = SearchSettings(initial_const=initial_const, search_steps=binary_search_steps,
+                            max_iterations=max_iterations, check_every=check_every,
+                            patience=patience, tol=tol)
+    refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
+                                     max_iterations=refine_iterations, check_every=check_every,
+                                     patience=patience, tol=tol) if refine else None
+    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+    groups = GroupSpec.for_inputs(inputs, group_size, stride)  # also used without a group term:
+    # the pixels it leaves uncovered stay fixed whatever tau is, so tau = 0 is the same problem
+
+    x0 = inputs.detach()
+    labels = labels.long()
+    n = x0.shape[0]
+    counter = PassCounter.zeros(n, x0.device)
+    counter.add(torch.arange(n, device=x0.device), "validation", backward=False)
+
+    # Images the model already classifies as wanted need no perturbation at all.
+    best = Best.empty(x0)
+    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
+    best.l2[already] = 0.0
+    best.const[already] = 0.0
+    active = ~already
+
+    uncovered = groups.coverage(x0) == 0
+    lo, hi = feasible_bounds(x0, epsilon, uncovered)
+    core = StructuredADMM(params, groups, lo, hi, overlap)
+    outcome = constant_search(model, x0, labels, targeted, confidence, core, search, counter,
+                              "admm", active=active, best=best)
+    iterations = outcome.iterations
+
+    if refine_settings is not None:
+        to_refine = active & best.found
+        if to_refine.any():
+            support = sparse_support(best.delta, refine_quantile) & ~uncovered
+            lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
+            refine_core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
+            init = best.delta * support
+            refined = constant_search(model, x0, labels, targeted, confidence, refine_core,
+                                      refine_settings, counter, "refine", active=to_refine,
+                                      init=init, best=best,
+                                      const=torch.where(to_refine, best.const,
+                                                        torch.ones_like(best.const)))
+            iterations = iterations + refined.iterations
+
+    adv = project_exact(x0, x0 + best.delta, epsilon)
+    with torch.no_grad():
+        final_margin = logit_margin(model(adv), labels, targeted)
+    counter.add(torch.arange(n, device=x0.device), "final check", backward=False)
+    success = final_margin < 0
+    return AttackResult(adv=adv.detach(), success=success, inputs=inputs, const=best.const,
+                        iterations=iterations, forward_passes=counter.forward,
+                        backward_passes=counter.backward, stages=counter.stages)
