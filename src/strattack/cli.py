@@ -102,7 +102,7 @@ def train(dataset: str, data_root: Path | None, out: Path, epochs: int | None, s
         try:
             for split in ("train", "test"):
                 loader(root, split=split, download=True)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:   # offline, or every mirror failed
             raise click.ClickException(f"download failed: {err}") from err
     argv = ["--dataset", dataset, "--out", str(out), "--seed", str(seed), "--data-root", str(root)]
     if epochs is not None:

@@ -1,0 +1,91 @@
+"""Same-model comparison with the peer implementation adv_lib 0.2.8 `str_attack`.
+
+adv_lib is not a dependency; install its wheel without dependencies into a separate folder and
+point --adv-lib-path at it (its package __init__ imports torchvision, absent here, so the one
+module needed is loaded directly, with a stub for the optional visdom logger):
+
+    pip download --no-deps -d /tmp/advlib adv-lib==0.2.8
+    pip install --no-deps --target /tmp/advlib_site /tmp/advlib/adv_lib-0.2.8-py3-none-any.whl
+    python benchmarks/compare_adv_lib.py --adv-lib-path /tmp/advlib_site --images 20
+
+Task (issue 2, section 6): bundled MNIST model, first N correctly classified bundled test images,
+target = (label + 1) mod 10. Passes are counted with forward / full-backward hooks on the model.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+import types
+
+import torch
+
+from strattack import str_attack
+from strattack.data import load_samples
+from strattack.models import load_pretrained
+from strattack.solver.groups import GroupSpec
+
+
+def load_adv_lib_str_attack(path: str):
+    sys.modules.setdefault("visdom", types.ModuleType("visdom"))
+    pkg = types.ModuleType("adv_lib")
+    pkg.__path__ = [f"{path}/adv_lib"]
+    sys.modules["adv_lib"] = pkg
+    for name in ("utils", "attacks"):
+        sub = types.ModuleType(f"adv_lib.{name}")
+        sub.__path__ = [f"{path}/adv_lib/{name}"]
+        sys.modules[f"adv_lib.{name}"] = sub
+    spec = importlib.util.spec_from_file_location(
+        "adv_lib.attacks.structured_adversarial_attack",
+        f"{path}/adv_lib/attacks/structured_adversarial_attack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.str_attack
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--adv-lib-path", required=True)
+    p.add_argument("--images", type=int, default=20)
+    p.add_argument("--max-iterations", type=int, default=2000, help="adv_lib iterations per search step")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    peer = load_adv_lib_str_attack(a.adv_lib_path)
+    model = load_pretrained("mnist")
+    seen = {"fwd": 0, "bwd": 0}
+    model.register_forward_hook(lambda m, i, o: seen.__setitem__("fwd", seen["fwd"] + o.shape[0]))
+    model.register_full_backward_hook(lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
+    x, y, _ = load_samples("mnist")
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == y).nonzero().squeeze(1)[:a.images]
+    x, y = x[ok], y[ok]
+    t = (y + 1) % 10
+    groups = GroupSpec.for_inputs(x, 2, 2)
+    runs = {
+        f"adv_lib 0.2.8 str_attack (max_iterations={a.max_iterations})":
+            lambda: peer(model, x, t, targeted=True, max_iterations=a.max_iterations),
+        "strattack str_attack (defaults)": lambda: str_attack(model, x, t, targeted=True).adv,
+    }
+    print("| implementation | ASR % | l0 | l2 | nonzero 2x2 groups | fwd/ex | bwd/ex | s/ex |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, run in runs.items():
+        seen.update(fwd=0, bwd=0)
+        start = time.perf_counter()
+        adv = run()
+        seconds = time.perf_counter() - start
+        fwd, bwd = seen["fwd"], seen["bwd"]
+        with torch.no_grad():
+            success = model(adv).argmax(1) == t
+        d = (adv - x)[success]
+        l0 = (d != 0).flatten(1).sum(1).float().mean().item()
+        l2 = d.flatten(1).norm(dim=1).mean().item()
+        ng = groups.nonzero_groups(d).float().mean().item()
+        n = len(x)
+        print(f"| {name} | {100 * success.float().mean().item():.1f} | {l0:.1f} | {l2:.3f} | {ng:.1f} | "
+              f"{fwd / n:.0f} | {bwd / n:.0f} | {seconds / n:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
