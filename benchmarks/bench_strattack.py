@@ -107,6 +107,22 @@ def main() -> None:
         row["examples"] = n
         row["kwargs"] = kwargs
         rows.append(row)
+        if results[0].unrefined is not None:
+            # The same run before its refinement stage = what refine=False returns
+            # (the refinement only replaces an example by a smaller adversarial one).
+            unrefined = torch.cat([r.unrefined for r in results])
+            with torch.no_grad():
+                ok = torch.cat([model(unrefined[b:b + a.batch_size]).argmax(1)
+                                for b in range(0, n, a.batch_size)]) == t
+            pre = type(results[0])(adv=unrefined, success=ok, inputs=res.inputs,
+                                   forward_passes=res.forward_passes, backward_passes=res.backward_passes)
+            pre_row = summarize(f"{name} (before refinement)", pre, groups, float("nan"))
+            fwd = sum(f for k, (f, _) in stages.items() if k != "refine") / n
+            bwd = sum(b_ for k, (_, b_) in stages.items() if k != "refine") / n
+            pre_row.update({"fwd/ex": fwd, "bwd/ex": bwd, "passes/ex": fwd + bwd,
+                            "examples": n, "kwargs": kwargs})
+            rows.append(pre_row)
+            print(markdown_table([pre_row]), flush=True)
         print(markdown_table([row]), flush=True)
         print(f"  hooks: fwd/ex {row['hook fwd/ex']:.1f} bwd/ex {row['hook bwd/ex']:.1f}; "
               f"stages {row['stages (fwd+bwd)/ex']}; {seconds:.1f} s total", flush=True)

@@ -7,8 +7,9 @@ Every attack shares one calling convention::
 ``model`` maps (N, C, H, W) inputs in [0, 1] to logits (N, K); ``labels`` are the targets when
 ``targeted`` else the true classes; the result is an :class:`AttackResult`.
 """
-from .attacks import admm_attack, str_attack, str_attack_linf
+from .attacks import admm_attack, cw_l2, cw_linf, ead, fgm, ifgsm, str_attack, str_attack_linf
 from .result import AttackResult
 
-__all__ = ["AttackResult", "admm_attack", "str_attack", "str_attack_linf"]
+__all__ = ["AttackResult", "admm_attack", "str_attack", "str_attack_linf",
+           "cw_l2", "cw_linf", "ead", "fgm", "ifgsm"]
 __version__ = "0.1.0"

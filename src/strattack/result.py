@@ -19,6 +19,8 @@ class AttackResult:
     iterations: (N,) solver iterations spent per image.
     forward_passes / backward_passes: (N,) model passes spent per image, the final check included.
     stages:     per stage, total [forward, backward] passes over the batch.
+    unrefined:  for attacks with a refinement stage, the examples before it (the result a run
+                without refinement returns), to measure what the refinement adds in one run.
     """
 
     adv: Tensor
@@ -29,6 +31,7 @@ class AttackResult:
     forward_passes: Tensor | None = None
     backward_passes: Tensor | None = None
     stages: dict[str, list[int]] = field(default_factory=dict)
+    unrefined: Tensor | None = None
 
     @property
     def perturbation(self) -> Tensor:

@@ -123,7 +123,9 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                               "admm", active=active, best=best)
     iterations = outcome.iterations
 
+    unrefined = None
     if refine_settings is not None:
+        unrefined = project_exact(x0, x0 + best.delta, epsilon)
         to_refine = active & best.found
         if to_refine.any():
             support = sparse_support(best.delta, refine_quantile) & ~uncovered
@@ -144,4 +146,5 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     success = final_margin < 0
     return AttackResult(adv=adv.detach(), success=success, inputs=inputs, const=best.const,
                         iterations=iterations, forward_passes=counter.forward,
-                        backward_passes=counter.backward, stages=counter.stages)
+                        backward_passes=counter.backward, stages=counter.stages,
+                        unrefined=unrefined)

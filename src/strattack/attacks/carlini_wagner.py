@@ -1,0 +1,293 @@
+"""Carlini & Wagner attacks (S&P 2017): l2 (``cw_l2``) and l_inf (``cw_linf``), batched.
+
+Both follow the authors' reference code (nn_robust_attacks, l2_attack.py / li_attack.py) with the
+same defaults, as used by the paper's baselines (Appendix F: 1000 iterations, 9 binary-search
+steps). Every image has its own constant c, optimizer state and bookkeeping; the model runs only
+on the images that are still being optimised (finished images cost no model pass).
+
+Common to both:
+  * tanh change of variables x = (tanh(w) + 1)/2, shifted so that the start is exactly the
+    anchor image (see :class:`TanhBox`; the original starts from tanh(atanh(0.999999 (2 x0 - 1))),
+    a point up to 5e-7 away from x0 on every pixel); distances are measured to x0 itself;
+  * the loss term c * max(margin + kappa, 0) (eq. 3 of the StrAttack paper; kappa = confidence);
+  * Adam with bias correction (Kingma & Ba, Alg. 1);
+  * images already classified as wanted (with confidence kappa) are returned unchanged and cost
+    no pass beyond the validation and the final check.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..result import AttackResult, project_exact
+from ..solver.losses import is_adversarial, logit_margin
+from ..solver.search import PassCounter
+from ..validation import validate_attack_call
+from ._baseline_common import (BatchAdam, Model, TanhBox, budget_in_dtype, check_count,
+                               check_nonnegative, check_positive, finish, hinge, rows,
+                               update_const)
+
+
+def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
+          targeted: bool = False,
+          confidence: float = 0.0,
+          learning_rate: float = 1e-2,
+          initial_const: float = 1e-3,
+          binary_search_steps: int = 9,
+          max_iterations: int = 1000,
+          abort_early: bool = True,
+          true_labels: Tensor | None = None) -> AttackResult:
+    """Carlini & Wagner l2 attack.
+
+    minimize ||delta||_2^2 + c * max(margin(x0 + delta) + kappa, 0) over the tanh variable w,
+    with Adam (``learning_rate``) for ``max_iterations`` iterations per value of c, and a
+    per-image binary search on c over ``binary_search_steps`` steps: c starts at
+    ``initial_const``; a step that found an adversarial example makes c an upper bound, else a
+    lower bound; next c = midpoint of the bounds, or c * 10 while there is no upper bound. As in
+    the original, with 10 or more steps the last one uses the upper bound (1e10 if none). The
+    optimisation restarts from x0 (w and Adam state reset) at every step.
+
+    Abort early (per image): every max(1, max_iterations // 10) iterations (counted from 0), an
+    image whose loss is > 0.9999 x its loss at the previous check stops for this step.
+
+    Best so far: every iterate is checked with the forward pass that gives its gradient (no extra
+    pass, as in the original); the adversarial one (margin <= -kappa, strictly < 0) with the
+    smallest l2 distance to x0 is returned, the input itself where none was found.
+
+    Returns an :class:`AttackResult`: ``const`` is the c of the returned example (0 for images
+    already adversarial, inf where none was found), ``iterations`` the Adam iterations per image;
+    each iteration costs one forward and one backward pass of the image.
+    """
+    check_nonnegative("confidence", confidence)
+    check_positive("learning_rate", learning_rate)
+    check_positive("initial_const", initial_const)
+    check_count("binary_search_steps", binary_search_steps)
+    check_count("max_iterations", max_iterations)
+    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+
+    x0 = inputs.detach()
+    labels = labels.long()
+    n, device, dtype = x0.shape[0], x0.device, x0.dtype
+    everyone_idx = torch.arange(n, device=device)
+    counter = PassCounter.zeros(n, device)
+    counter.add(everyone_idx, "validation", backward=False)
+
+    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
+    best_delta = torch.zeros_like(x0)
+    best_l2 = torch.full((n,), float("inf"), dtype=dtype, device=device)
+    best_const = best_l2.clone()
+    best_l2[already] = 0.0
+    best_const[already] = 0.0
+    todo = ~already
+
+    box = TanhBox(-x0, 1 - x0)
+    zero = torch.zeros_like(x0)
+    w_start, tanh_start = box.anchor(zero, everyone_idx)   # w at which delta = 0 exactly
+    w = w_start.clone()
+    adam = BatchAdam(w, learning_rate)
+    const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
+    lower = torch.zeros_like(const)
+    upper = torch.full_like(const, float("inf"))
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+    check_every = max(1, max_iterations // 10)
+    repeat = binary_search_steps >= 10
+
+    for search_step in range(binary_search_steps):
+        if not todo.any():
+            break
+        if repeat and search_step == binary_search_steps - 1:
+            last = torch.where(torch.isfinite(upper), upper, torch.full_like(upper, 1e10))
+            const = torch.where(todo, last, const)
+        w = torch.where(todo.view(-1, 1, 1, 1), w_start, w)
+        adam.reset(todo.nonzero().squeeze(1))
+        running = todo.clone()
+        step_success = torch.zeros(n, dtype=torch.bool, device=device)
+        prev = torch.full((n,), float("inf"), dtype=dtype, device=device)
+
+        for it in range(max_iterations):
+            idx = running.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            everyone = idx.numel() == n
+            x0_i, lab, c = rows(x0, idx, everyone), rows(labels, idx, everyone), rows(const, idx, everyone)
+            w_i = rows(w, idx, everyone).detach().requires_grad_(True)
+            with torch.enable_grad():
+                delta = box.delta(w_i, rows(zero, idx, everyone), rows(tanh_start, idx, everyone),
+                                  idx, everyone)
+                margin = logit_margin(model(x0_i + delta), lab, targeted)
+                dist = delta.flatten(1).pow(2).sum(dim=1)
+                loss = dist + c * hinge(margin, confidence)
+                grad, = torch.autograd.grad(loss.sum(), w_i)
+            counter.add(idx, "adam", backward=True)
+            iterations[idx] += 1
+
+            # Bookkeeping at the evaluated iterate (the same forward pass).
+            delta, margin, loss = delta.detach(), margin.detach(), loss.detach()
+            adv = is_adversarial(margin, confidence)
+            l2 = dist.detach().sqrt()
+            step_success[idx] |= adv
+            better = adv & (l2 < best_l2[idx])
+            b_idx = idx[better]
+            best_delta[b_idx] = delta[better]
+            best_l2[b_idx] = l2[better]
+            best_const[b_idx] = c[better]
+
+            new_w = adam.step(w_i.detach(), grad, idx)
+            if everyone:
+                w = new_w
+            else:
+                w[idx] = new_w
+
+            if abort_early and it % check_every == 0:
+                stalled = loss > prev[idx] * 0.9999
+                prev[idx] = loss
+                running[idx[stalled]] = False
+
+        const, lower, upper = update_const(const, lower, upper, step_success, todo, 10.0)
+
+    adv = project_exact(x0, x0 + best_delta, None)
+    return finish(model, x0, inputs, adv, labels, targeted, counter, const=best_const,
+                  iterations=iterations)
+
+
+def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
+            targeted: bool = False,
+            epsilon: float | None = None,
+            confidence: float = 0.0,
+            learning_rate: float = 5e-3,
+            initial_const: float = 1e-5,
+            largest_const: float = 20.0,
+            const_factor: float = 2.0,
+            reduce_const: bool = False,
+            decrease_factor: float = 0.9,
+            initial_tau: float = 1.0,
+            min_tau: float = 1.0 / 256,
+            max_iterations: int = 1000,
+            true_labels: Tensor | None = None) -> AttackResult:
+    """Carlini & Wagner l_inf attack (li_attack.py), optionally within a fixed budget.
+
+    For a threshold tau, minimize c * max(margin + kappa, 0) + sum_i max(|delta_i| - tau, 0)
+    over the tanh variable w with Adam (``learning_rate``). Per image:
+
+      * a (tau, c) solve runs until an iterate has loss < 1e-4 * c (the original's test; the
+        hinge and the penalty are then ~0) *and* is adversarial (margin <= -kappa, < 0; the
+        original checks the prediction after the test as well). That iterate becomes the
+        current answer; tau <- min(tau, ||delta||_inf) * ``decrease_factor``, the optimisation
+        restarts from it (w re-anchored on it, Adam reset) and c is kept (halved if
+        ``reduce_const``); the attack ends when tau <= ``min_tau`` (1/256);
+      * after ``max_iterations`` iterations without success, c *= ``const_factor`` (w and the
+        Adam state are kept, as in the original); when c reaches ``largest_const`` the attack
+        ends and returns its last answer (the input itself if tau never succeeded).
+
+    Fixed-budget mode (``epsilon`` given, the Table 2 setting): the tanh variable is mapped onto
+    [max(-x0, -eps), min(1 - x0, eps)] instead of [-x0, 1 - x0], so every iterate satisfies
+    ||delta||_inf <= eps and the box; w is scaled per entry so that d delta/dw = 1/2 at the
+    centre of that interval, as in the unconstrained map (otherwise Adam's steps, of about
+    ``learning_rate`` in w, would move pixels 1/(2 eps) times less); tau starts at min(``initial_tau``, eps) and the first
+    level is always run (its penalty is 0, so it is a search for any adversarial example within
+    the budget, run for up to max_iterations * (number of c doublings) Adam steps). Success then
+    means "fooled within the budget"; later levels only shrink the perturbation further.
+    The returned tensor satisfies the box and the budget exactly (``project_exact``).
+
+    Returns an :class:`AttackResult`: ``const`` is the c at which the returned example was found
+    (0 for images already adversarial, inf where none was found), ``iterations`` the Adam
+    iterations per image (one forward and one backward pass each).
+    """
+    if epsilon is not None:
+        check_positive("epsilon", epsilon)
+    check_nonnegative("confidence", confidence)
+    check_positive("learning_rate", learning_rate)
+    check_positive("initial_const", initial_const)
+    check_positive("largest_const", largest_const)
+    check_positive("initial_tau", initial_tau)
+    check_nonnegative("min_tau", min_tau)
+    if not const_factor > 1:
+        raise ValueError(f"const_factor must be > 1, got {const_factor}")
+    if not 0 < decrease_factor < 1:
+        raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
+    check_count("max_iterations", max_iterations)
+    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+
+    x0 = inputs.detach()
+    labels = labels.long()
+    n, device, dtype = x0.shape[0], x0.device, x0.dtype
+    everyone_idx = torch.arange(n, device=device)
+    counter = PassCounter.zeros(n, device)
+    counter.add(everyone_idx, "validation", backward=False)
+    budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)
+
+    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
+    best_delta = torch.zeros_like(x0)
+    best_linf = torch.full((n,), float("inf"), dtype=dtype, device=device)
+    best_const = best_linf.clone()
+    best_linf[already] = 0.0
+    best_const[already] = 0.0
+
+    lo, hi = -x0, 1 - x0
+    if budget is not None:
+        lo, hi = lo.clamp_min(-budget), hi.clamp_max(budget)
+    box = TanhBox(lo, hi, unit_slope=budget is not None)
+    anchor = torch.zeros_like(x0)                      # current answer (warm start)
+    w, tanh_anchor = box.anchor(anchor, everyone_idx)
+    adam = BatchAdam(w, learning_rate)
+    const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
+    tau0 = initial_tau if budget is None else min(initial_tau, budget)
+    tau = torch.full((n,), float(tau0), dtype=dtype, device=device)
+    steps_at_const = torch.zeros(n, dtype=torch.long, device=device)
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+    running = ~already & (const < largest_const)
+    if budget is None:
+        running &= tau > min_tau
+
+    while True:
+        idx = running.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        everyone = idx.numel() == n
+        x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+        c, tau_i = rows(const, idx, everyone), rows(tau, idx, everyone)
+        w_i = rows(w, idx, everyone).detach().requires_grad_(True)
+        with torch.enable_grad():
+            delta = box.delta(w_i, rows(anchor, idx, everyone), rows(tanh_anchor, idx, everyone),
+                              idx, everyone)
+            margin = logit_margin(model(x0_i + delta), lab, targeted)
+            penalty = (delta.abs() - tau_i.view(-1, 1, 1, 1)).clamp_min(0).flatten(1).sum(dim=1)
+            loss = c * hinge(margin, confidence) + penalty
+            grad, = torch.autograd.grad(loss.sum(), w_i)
+        counter.add(idx, "adam", backward=True)
+        iterations[idx] += 1
+        delta, margin, loss, grad = delta.detach(), margin.detach(), loss.detach(), grad.detach()
+
+        ok = (loss < 1e-4 * c) & is_adversarial(margin, confidence)
+        if ok.any():
+            o_idx, d_ok = idx[ok], delta[ok]
+            linf = d_ok.abs().flatten(1).amax(dim=1)
+            better = linf < best_linf[o_idx]
+            best_delta[o_idx[better]] = d_ok[better]
+            best_linf[o_idx[better]] = linf[better]
+            best_const[o_idx[better]] = c[ok][better]
+            tau[o_idx] = torch.minimum(tau_i[ok], linf) * decrease_factor
+            if reduce_const:
+                const[o_idx] = const[o_idx] / 2
+            # restart from the new answer: w re-anchored on it, Adam reset, c kept
+            anchor[o_idx] = d_ok
+            w_a, t_a = box.anchor(d_ok, o_idx)
+            w[o_idx] = w_a
+            tanh_anchor[o_idx] = t_a
+            adam.reset(o_idx)
+            steps_at_const[o_idx] = 0
+            running[o_idx[tau[o_idx] <= min_tau]] = False
+
+        nok = ~ok
+        if nok.any():
+            f_idx = idx[nok]
+            w[f_idx] = adam.step(w_i.detach()[nok], grad[nok], f_idx)
+            steps_at_const[f_idx] += 1
+            spent = f_idx[steps_at_const[f_idx] >= max_iterations]
+            const[spent] = const[spent] * const_factor
+            steps_at_const[spent] = 0
+            running[spent[const[spent] >= largest_const]] = False
+
+    adv = project_exact(x0, x0 + best_delta, budget)
+    return finish(model, x0, inputs, adv, labels, targeted, counter, const=best_const,
+                  iterations=iterations)

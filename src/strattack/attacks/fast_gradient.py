@@ -1,0 +1,257 @@
+"""Fast gradient attacks: FGM (Goodfellow et al. 2015) and IFGSM (Kurakin et al. 2017), batched.
+
+Both take ``norm="linf"`` (signed gradient) or ``norm="l2"`` (gradient / its l2 norm) and run in
+one of two modes:
+
+* fixed budget, ``epsilon=float``: the perturbation never exceeds epsilon in that norm (exactly,
+  as computed in the inputs' dtype) and stays in the box [0, 1];
+* minimal epsilon, ``epsilon=None`` (the paper's "fine-grained grid search" of Appendix F, made
+  per image and batched): the smallest epsilon at which the attack succeeds, found coarse to
+  fine. Grid: eps_j = max_epsilon * 2^(j - grid_steps + 1), j = 0 .. grid_steps - 1, tried in
+  increasing order; an image stops at the first success, which brackets its epsilon in
+  (eps_{j-1}, eps_j] (eps_{-1} = 0). Then up to ``search_steps`` bisection steps per image on
+  that bracket (success -> upper end, failure -> lower end), stopping early once
+  upper - lower <= rtol * upper. The returned example is the one found at the upper end (the
+  smallest epsilon that succeeded); images that fail even at max_epsilon are returned unchanged.
+  Success need not be monotone in epsilon for a non-linear model; the search still returns a
+  successful example at the epsilon it reports, and for a (locally) linear model it is within
+  a factor (1 + rtol) of the smallest epsilon.
+
+Direction: the gradient of the objective J to *decrease*: with ``loss="ce"`` (default, as in
+CleverHans) J = cross-entropy of the target (targeted) or minus the cross-entropy of the true
+class (untargeted); with ``loss="cw"`` J = the C&W margin (eq. 3 without kappa). Success means
+the model classifies the returned example as the target (targeted) or not as the true class
+(untargeted), strictly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..result import AttackResult
+from ..solver.losses import logit_margin
+from ..solver.search import PassCounter
+from ..validation import validate_attack_call
+from ._baseline_common import (Model, budget_in_dtype, check_choice, check_count,
+                               check_nonnegative, check_positive, finish, per_image,
+                               project_budget)
+
+Norm = Literal["linf", "l2"]
+LossName = Literal["ce", "cw"]
+
+# trial(idx, eps) -> (adv rows, success rows, gradient steps spent per row)
+Trial = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, int]]
+
+
+def _gradient(model: Model, x: Tensor, labels: Tensor, targeted: bool, loss: str
+              ) -> tuple[Tensor, Tensor]:
+    """(gradient of J at x, margin at x) with one forward and one backward pass."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if loss == "ce":
+            ce = F.cross_entropy(logits, labels, reduction="none")
+            objective = ce if targeted else -ce
+        else:
+            objective = logit_margin(logits, labels, targeted)
+        grad, = torch.autograd.grad(objective.sum(), x)
+    return grad, logit_margin(logits.detach(), labels, targeted)
+
+
+def _descent_direction(grad: Tensor, norm: str) -> Tensor:
+    """Unit step (in the attack norm) along -grad: -sign(grad) or -grad / ||grad||_2
+    (0 where the gradient vanishes)."""
+    if norm == "linf":
+        return -grad.sign()
+    nrm = grad.flatten(1).norm(dim=1)
+    scale = torch.where(nrm > 0, 1 / nrm, torch.zeros_like(nrm))
+    return -grad * per_image(scale, grad)
+
+
+def _check_common(norm: str, loss: str, epsilon: float | None, max_epsilon: float | None,
+                  grid_steps: int, search_steps: int, rtol: float) -> None:
+    check_choice("norm", norm, ("linf", "l2"))
+    check_choice("loss", loss, ("ce", "cw"))
+    if epsilon is not None:
+        check_positive("epsilon", epsilon)
+    if max_epsilon is not None:
+        check_positive("max_epsilon", max_epsilon)
+    check_count("grid_steps", grid_steps)
+    check_count("search_steps", search_steps, minimum=0)
+    check_nonnegative("rtol", rtol)
+
+
+def _default_max_epsilon(x0: Tensor, norm: str) -> float:
+    """The largest perturbation the box allows: 1 (linf) or sqrt(pixels x channels) (l2)."""
+    return 1.0 if norm == "linf" else math.sqrt(x0[0].numel())
+
+
+def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labels: Tensor | None,
+         norm: str, epsilon: float | None, max_epsilon: float | None, grid_steps: int,
+         search_steps: int, rtol: float,
+         make_trial: Callable[[Tensor, Tensor, PassCounter], Trial]) -> AttackResult:
+    """Shared driver of both modes; ``make_trial(x0, labels, counter)`` builds the attack run
+    at per-image epsilons for a subset of images."""
+    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+    x0 = inputs.detach()
+    labels = labels.long()
+    n, device, dtype = x0.shape[0], x0.device, x0.dtype
+    counter = PassCounter.zeros(n, device)
+    counter.add(torch.arange(n, device=device), "validation", backward=False)
+    trial = make_trial(x0, labels, counter)
+
+    already = logit_margin(clean_logits, labels, targeted) < 0   # nothing to do for these
+    active = ~already
+    adv = x0.clone()
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+
+    if epsilon is not None:
+        budget = budget_in_dtype(epsilon, dtype)
+        idx = active.nonzero().squeeze(1)
+        if idx.numel():
+            eps = torch.full((idx.numel(),), budget, dtype=dtype, device=device)
+            out, ok, steps = trial(idx, eps)
+            adv[idx[ok]] = out[ok]
+            iterations[idx] += steps
+        return finish(model, x0, inputs, adv, labels, targeted, counter, const=None,
+                      iterations=iterations)
+
+    top = _default_max_epsilon(x0, norm) if max_epsilon is None else max_epsilon
+    lower = torch.zeros(n, dtype=dtype, device=device)
+    upper = torch.full((n,), float("inf"), dtype=dtype, device=device)
+    searching = active.clone()
+    for j in range(grid_steps):                      # coarse: increasing geometric grid
+        idx = searching.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        g = top * 2.0 ** (j - grid_steps + 1)
+        eps = torch.full((idx.numel(),), g, dtype=dtype, device=device)
+        out, ok, steps = trial(idx, eps)
+        iterations[idx] += steps
+        adv[idx[ok]] = out[ok]
+        upper[idx[ok]] = eps[ok]
+        lower[idx[~ok]] = eps[~ok]
+        searching[idx[ok]] = False
+
+    bisecting = active & torch.isfinite(upper)
+    for _ in range(search_steps):                    # fine: per-image bisection
+        bisecting &= (upper - lower) > rtol * upper
+        idx = bisecting.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        mid = (lower[idx] + upper[idx]) / 2
+        out, ok, steps = trial(idx, mid)
+        iterations[idx] += steps
+        adv[idx[ok]] = out[ok]
+        upper[idx[ok]] = mid[ok]
+        lower[idx[~ok]] = mid[~ok]
+    return finish(model, x0, inputs, adv, labels, targeted, counter, const=None,
+                  iterations=iterations)
+
+
+def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
+        targeted: bool = False,
+        norm: Norm = "linf",
+        epsilon: float | None = None,
+        loss: LossName = "ce",
+        max_epsilon: float | None = None,
+        grid_steps: int = 10,
+        search_steps: int = 10,
+        rtol: float = 1e-3,
+        true_labels: Tensor | None = None) -> AttackResult:
+    """Fast gradient method: one step x0 + eps * d, d = -sign(grad J) (linf) or
+    -grad J / ||grad J||_2 (l2), clipped to the box (and to the budget, exactly).
+
+    ``epsilon``: fixed budget, or None for the minimal-epsilon search (module docstring;
+    ``max_epsilon`` defaults to 1 for linf and sqrt(n) for l2, the largest the box allows;
+    ``grid_steps``, ``search_steps`` and ``rtol`` set the grid, the bisection steps and its
+    relative tolerance). The gradient is taken once at x0 (one forward + one backward pass per
+    image); every epsilon tried then costs one forward pass. Images the model already classifies
+    as wanted are returned unchanged. ``iterations`` counts gradient steps (1, 0 for those).
+    """
+    _check_common(norm, loss, epsilon, max_epsilon, grid_steps, search_steps, rtol)
+
+    def make_trial(x0: Tensor, labels: Tensor, counter: PassCounter) -> Trial:
+        direction: dict[str, Tensor] = {}
+
+        def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
+            steps = 0
+            if "d" not in direction:                 # first call: every active image
+                grad, _ = _gradient(model, x0[idx], labels[idx], targeted, loss)
+                counter.add(idx, "gradient", backward=True)
+                d = torch.zeros_like(x0)
+                d[idx] = _descent_direction(grad, norm)
+                direction["d"] = d
+                steps = 1
+            x0_i = x0[idx]
+            out = project_budget(x0_i, x0_i + per_image(eps, x0_i) * direction["d"][idx], eps, norm)
+            with torch.no_grad():
+                ok = logit_margin(model(out), labels[idx], targeted) < 0
+            counter.add(idx, "epsilon trials", backward=False)
+            return out, ok, steps
+
+        return trial
+
+    return _run(model, inputs, labels, targeted, true_labels, norm, epsilon, max_epsilon,
+                grid_steps, search_steps, rtol, make_trial)
+
+
+def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
+          targeted: bool = False,
+          norm: Norm = "linf",
+          epsilon: float | None = None,
+          steps: int = 10,
+          step_fraction: float | None = None,
+          loss: LossName = "ce",
+          max_epsilon: float | None = None,
+          grid_steps: int = 10,
+          search_steps: int = 10,
+          rtol: float = 1e-3,
+          true_labels: Tensor | None = None) -> AttackResult:
+    """Iterative FGM (IFGSM / BIM): ``steps`` steps x <- P(x + a * d(x)), with d as in
+    :func:`fgm` taken at the current iterate, step a = ``step_fraction`` x eps (default 1/steps, so
+    10 steps of eps/10 as in Appendix F), and P the projection on the eps-ball of the norm
+    (clip for linf, rescaling for l2) and on the box after every step, starting from x0.
+
+    The result of a run is the last iterate if it is adversarial, else the last adversarial
+    iterate met on the way (the forward pass that gives each gradient also tells whether that
+    iterate is adversarial, at no extra cost), else the input (failure). A run at one epsilon
+    costs ``steps`` forward + backward passes and one forward pass (the last iterate) per image;
+    the minimal-epsilon search (``epsilon=None``, see the module docstring) makes one run per
+    epsilon tried. ``iterations`` counts gradient steps per image.
+    """
+    _check_common(norm, loss, epsilon, max_epsilon, grid_steps, search_steps, rtol)
+    check_count("steps", steps)
+    if step_fraction is not None:
+        check_positive("step_fraction", step_fraction)
+    fraction = 1.0 / steps if step_fraction is None else step_fraction
+
+    def make_trial(x0: Tensor, labels: Tensor, counter: PassCounter) -> Trial:
+        def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
+            x0_i, lab = x0[idx], labels[idx]
+            alpha = per_image(eps * fraction, x0_i)
+            x = x0_i
+            found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
+            found_adv = x0_i.clone()
+            for k in range(steps):
+                grad, margin = _gradient(model, x, lab, targeted, loss)
+                counter.add(idx, "iterations", backward=True)
+                if k > 0:                            # x_k, k >= 1, is a candidate too
+                    hit = margin < 0
+                    found_adv[hit] = x[hit]
+                    found |= hit
+                x = project_budget(x0_i, x + alpha * _descent_direction(grad, norm), eps, norm)
+            with torch.no_grad():
+                last_ok = logit_margin(model(x), lab, targeted) < 0
+            counter.add(idx, "iterations", backward=False)
+            out = torch.where(per_image(last_ok, x), x, found_adv)
+            return out, last_ok | found, steps
+
+        return trial
+
+    return _run(model, inputs, labels, targeted, true_labels, norm, epsilon, max_epsilon,
+                grid_steps, search_steps, rtol, make_trial)
