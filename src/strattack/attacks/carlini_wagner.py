@@ -1,9 +1,17 @@
 """Carlini & Wagner attacks (S&P 2017): l2 (``cw_l2``) and l_inf (``cw_linf``), batched.
 
-Both follow the authors' reference code (nn_robust_attacks, l2_attack.py / li_attack.py) with the
-same defaults, as used by the paper's baselines (Appendix F: 1000 iterations, 9 binary-search
-steps). Every image has its own constant c, optimizer state and bookkeeping; the model runs only
-on the images that are still being optimised (finished images cost no model pass).
+Both follow the authors' reference code (nn_robust_attacks, l2_attack.py / li_attack.py) and its
+defaults, except max_iterations = 1000 for l2 (Appendix F: 1000 iterations, 9 binary-search
+steps; the reference l2 code has 10000). Every image has its own constant c, optimizer state
+and bookkeeping; the model runs only on the images that are still being optimised (finished
+images cost no model pass).
+
+Differences with the reference code, all deliberate:
+  * per-image abort-early (the reference compares the loss summed over the batch), and the
+    iterate of the aborting iteration is still considered for the best-so-far;
+  * the confidence kappa is also available for l_inf (the reference has none there);
+  * cw_linf accepts an iterate once its own forward pass says it is adversarial (no extra pass);
+  * the start point is exactly x0 (below) and distances are measured to x0.
 
 Common to both:
   * tanh change of variables x = (tanh(w) + 1)/2, shifted so that the start is exactly the
@@ -170,8 +178,10 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
     over the tanh variable w with Adam (``learning_rate``). Per image:
 
       * a (tau, c) solve runs until an iterate has loss < 1e-4 * c (the original's test; the
-        hinge and the penalty are then ~0) *and* is adversarial (margin <= -kappa, < 0; the
-        original checks the prediction after the test as well). That iterate becomes the
+        hinge and the penalty are then ~0) *and* is adversarial (margin <= -kappa, < 0). Both
+        are read off the forward pass that gives the iterate's gradient, and that iterate is
+        the one kept (the original runs the model once more on the iterate after the Adam
+        step, and keeps that one if its prediction is the wanted one). It becomes the
         current answer; tau <- min(tau, ||delta||_inf) * ``decrease_factor``, the optimisation
         restarts from it (w re-anchored on it, Adam reset) and c is kept (halved if
         ``reduce_const``); the attack ends when tau <= ``min_tau`` (1/256);
