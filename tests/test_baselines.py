@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from torch import nn
 
 from strattack import AttackResult, cw_l2, cw_linf, ead, fgm, ifgsm
+
+from helpers import CountingModel, TwoClassLinear, count_passes, small_cnn
 
 # Small settings that keep every test fast on a busy 2-core CPU.
 CW_L2 = dict(binary_search_steps=5, max_iterations=150, initial_const=1.0)
@@ -22,21 +23,6 @@ def one_thread():
     torch.set_num_threads(1)      # tiny tensors: threading only adds overhead on a busy machine
     yield
     torch.set_num_threads(previous)
-
-
-class TwoClassLinear(nn.Module):
-    """Z_0 = 0, Z_1 = <w, x> + b. Reaching class 1 from margin m = -(<w, x0> + b) > 0 needs, when
-    the box does not bind, ||delta||_2 >= m/||w||_2, ||delta||_inf >= m/||w||_1 and
-    ||delta||_1 >= m/max|w_i| (Hoelder), with equality for delta along w, sign(w), and the
-    largest-weight coordinate respectively."""
-
-    def __init__(self, w: torch.Tensor, b: float) -> None:
-        super().__init__()
-        self.w, self.b = w, b
-
-    def forward(self, x):
-        s = x.flatten(1) @ self.w.flatten().to(x.dtype) + self.b
-        return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
 def linear_problem(n: int = 4, seed: int = 0, dtype=torch.float64):
@@ -60,15 +46,6 @@ def assert_near_optimum(res: AttackResult, optimum: torch.Tensor, norm: str, fac
     got = res.norms()[norm]
     assert (got <= factor * optimum).all(), (got / optimum)
     assert (got >= optimum - 1e-6).all(), (got / optimum)   # cannot beat the closed form
-
-
-def small_cnn(channels: int = 1, classes: int = 5, seed: int = 0, dtype=torch.float32) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes))
-    with torch.no_grad():   # logit spreads of a few units, like a trained classifier
-        model[-1].weight.mul_(30)
-    return model.to(dtype).eval()
 
 
 # --- closed-form linear cases ----------------------------------------------------------------
@@ -315,10 +292,7 @@ def test_batch_equals_single_runs(attack, kw):
 @pytest.mark.parametrize("attack,kw", ALL_FAST, ids=IDS)
 def test_pass_counts_match_model_hooks(attack, kw):
     model = small_cnn(1)
-    seen = {"fwd": 0, "bwd": 0}
-    model.register_forward_hook(lambda m, i, o: seen.__setitem__("fwd", seen["fwd"] + o.shape[0]))
-    model.register_full_backward_hook(
-        lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
+    seen = count_passes(model)
     x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(7))
     res = attack(model, x, torch.tensor([1, 2, 3]), targeted=True, **kw)
     assert res.forward_passes.sum().item() == seen["fwd"]
@@ -375,15 +349,10 @@ def _ok():
 ])
 def test_bad_input_is_rejected_before_any_work(attack, mutate, exc, match, calls):
     model, x, y = mutate(*_ok())
-    seen = {"n": 0}
-
-    def counting(t):
-        seen["n"] += 1
-        return model(t)
-
+    counting = CountingModel(model)
     with pytest.raises(exc, match=match):
         attack(counting, x, y, targeted=True)
-    assert seen["n"] == calls                   # input errors: no model call at all
+    assert counting.calls == calls              # input errors: no model call at all
 
 
 @pytest.mark.parametrize("attack,kwargs", [
@@ -398,15 +367,10 @@ def test_bad_input_is_rejected_before_any_work(attack, mutate, exc, match, calls
 ])
 def test_bad_parameters_are_rejected_before_any_model_call(attack, kwargs):
     model, x, y = _ok()
-    seen = {"n": 0}
-
-    def counting(t):
-        seen["n"] += 1
-        return model(t)
-
+    counting = CountingModel(model)
     with pytest.raises(ValueError):
         attack(counting, x, y, targeted=True, **kwargs)
-    assert seen["n"] == 0
+    assert counting.calls == 0
 
 
 def test_target_equal_to_true_label_is_rejected():

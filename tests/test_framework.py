@@ -12,7 +12,7 @@ from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasib
 from strattack.solver.distortion import Distortion
 from strattack.solver.groups import GroupSpec
 
-from test_str_attack import TwoClassLinear, small_cnn
+from helpers import TwoClassLinear, small_cnn
 
 
 @pytest.mark.parametrize("name", ["l2", "l1", "elastic"])

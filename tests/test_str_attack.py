@@ -4,34 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from torch import nn
 
 from strattack import AttackResult, str_attack
 from strattack.solver.groups import GroupSpec
 
+from helpers import CountingModel, TwoClassLinear, count_passes, small_cnn
+
 FAST = dict(binary_search_steps=3, max_iterations=60, refine_iterations=30)
-
-
-class TwoClassLinear(nn.Module):
-    """Z_0 = 0, Z_1 = <w, x> + b: the minimal l2 perturbation to reach class 1 is
-    max(0, -(<w, x0> + b)) / ||w|| along w (when the box does not bind)."""
-
-    def __init__(self, w: torch.Tensor, b: float) -> None:
-        super().__init__()
-        self.w, self.b = w, b
-
-    def forward(self, x):
-        s = (x.flatten(1) * self.w.flatten()).sum(1) + self.b
-        return torch.stack([torch.zeros_like(s), s], dim=1)
-
-
-def small_cnn(channels: int, classes: int = 5, seed: int = 0, dtype=torch.float32) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes))
-    with torch.no_grad():   # logit spreads of a few units, like a trained classifier
-        model[-1].weight.mul_(30)
-    return model.to(dtype).eval()
 
 
 def test_linear_model_supported_on_one_group_is_attacked_inside_that_group_only():
@@ -120,10 +99,7 @@ def test_already_adversarial_images_cost_nothing():
 
 def test_pass_counts_match_model_hooks():
     model = small_cnn(1)
-    seen = {"fwd": 0, "bwd": 0}
-    model.register_forward_hook(lambda m, i, o: seen.__setitem__("fwd", seen["fwd"] + o.shape[0]))
-    model.register_full_backward_hook(
-        lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
+    seen = count_passes(model)
     x = torch.rand(3, 1, 8, 8)
     res = str_attack(model, x, torch.tensor([1, 2, 3]), targeted=True, **FAST)
     assert res.forward_passes.sum().item() == seen["fwd"]
@@ -154,15 +130,10 @@ def _ok():
 ])
 def test_bad_input_is_rejected_before_any_work(mutate, exc, match):
     model, x, y = mutate(*_ok())
-    calls = {"n": 0}
-
-    def counting(t):
-        calls["n"] += 1
-        return model(t)
-
+    counting = CountingModel(model)
     with pytest.raises(exc, match=match):
         str_attack(counting if callable(model) else model, x, y, targeted=True)
-    assert calls["n"] <= 1                              # at most the validation forward pass
+    assert counting.calls <= 1                          # at most the validation forward pass
 
 
 def test_target_equal_to_true_label_is_rejected():

@@ -5,7 +5,8 @@ the images takes the indices ``idx`` of that subset (rows of the per-image tenso
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -13,6 +14,7 @@ from torch import Tensor
 from ..result import AttackResult, project_exact
 from ..solver.losses import logit_margin
 from ..solver.search import PassCounter
+from ..validation import validate_attack_call
 
 Model = Callable[[Tensor], Tensor]
 
@@ -169,13 +171,162 @@ def project_budget(inputs: Tensor, adv: Tensor, epsilon: Tensor, norm: str) -> T
     return project_l2_exact(inputs, adv, epsilon)
 
 
-def finish(model: Model, x0: Tensor, inputs: Tensor, adv: Tensor, labels: Tensor, targeted: bool,
-           counter: PassCounter, *, const: Tensor | None, iterations: Tensor) -> AttackResult:
-    """Final check: success is computed by running the model on the returned tensor."""
-    n = x0.shape[0]
-    with torch.no_grad():
-        final_margin = logit_margin(model(adv), labels, targeted)
-    counter.add(torch.arange(n, device=x0.device), "final check", backward=False)
-    return AttackResult(adv=adv.detach(), success=final_margin < 0, inputs=inputs, const=const,
-                        iterations=iterations, forward_passes=counter.forward,
-                        backward_passes=counter.backward, stages=counter.stages)
+# --- the call: validation, pass counts, final check -------------------------------------------
+
+@dataclass
+class AttackCall:
+    """A validated attack call. Made after the parameter checks, so that bad parameters cost no
+    model pass; the validation pass (the clean logits) is counted for every image."""
+
+    model: Model
+    inputs: Tensor
+    targeted: bool
+    x0: Tensor              # inputs.detach(); distances are measured to it
+    labels: Tensor          # as long
+    clean_margin: Tensor    # logit_margin at the inputs, from the validation pass
+    counter: PassCounter
+
+    @classmethod
+    def start(cls, model: Model, inputs: Tensor, labels: Tensor, targeted: bool,
+              true_labels: Tensor | None) -> "AttackCall":
+        clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+        x0 = inputs.detach()
+        labels = labels.long()
+        n, device = x0.shape[0], x0.device
+        counter = PassCounter.zeros(n, device)
+        counter.add(torch.arange(n, device=device), "validation", backward=False)
+        return cls(model, inputs, targeted, x0, labels,
+                   logit_margin(clean_logits, labels, targeted), counter)
+
+    def finish(self, adv: Tensor, *, const: Tensor | None, iterations: Tensor) -> AttackResult:
+        """Final check: success is computed by running the model on the returned tensor."""
+        n = self.x0.shape[0]
+        with torch.no_grad():
+            final_margin = logit_margin(self.model(adv), self.labels, self.targeted)
+        self.counter.add(torch.arange(n, device=self.x0.device), "final check", backward=False)
+        return AttackResult(adv=adv.detach(), success=final_margin < 0, inputs=self.inputs,
+                            const=const, iterations=iterations,
+                            forward_passes=self.counter.forward,
+                            backward_passes=self.counter.backward, stages=self.counter.stages)
+
+
+# --- C&W-style search: best so far, binary search on c -----------------------------------------
+
+class BestSoFar:
+    """Per image: the adversarial perturbation with the smallest distance met so far, and the c
+    it was found at. Images already classified as wanted (``already``) start at distance 0 and
+    c = 0 with delta = 0, so they are returned unchanged; the others at distance and c = inf
+    (while none is found the input itself is returned, with c = inf)."""
+
+    def __init__(self, x0: Tensor, already: Tensor) -> None:
+        self.delta = torch.zeros_like(x0)
+        self.dist = torch.full((x0.shape[0],), float("inf"), dtype=x0.dtype, device=x0.device)
+        self.const = self.dist.clone()
+        self.dist[already] = 0.0
+        self.const[already] = 0.0
+
+    def update(self, idx: Tensor, dist: Tensor, delta: Tensor, const: Tensor,
+               candidate: Tensor | None = None) -> None:
+        """Offer ``delta`` (rows idx) at distance ``dist``, found with c = ``const``: the rows
+        that are candidates (adversarial; all rows when ``candidate`` is None) and strictly
+        closer than the best so far replace it."""
+        better = dist < self.dist[idx]
+        if candidate is not None:
+            better = candidate & better
+        b_idx = idx[better]
+        self.delta[b_idx] = delta[better]
+        self.dist[b_idx] = dist[better]
+        self.const[b_idx] = const[better]
+
+    def result(self, call: AttackCall, budget: float | None, iterations: Tensor) -> AttackResult:
+        """x0 + the best delta, on the box (and the l_inf ``budget``) exactly; ``const`` is the c
+        of the returned example."""
+        adv = project_exact(call.x0, call.x0 + self.delta, budget)
+        return call.finish(adv, const=self.const, iterations=iterations)
+
+
+class ConstSearch:
+    """The C&W per-image binary search on c (used by cw_l2 and EAD), with per-image abort-early
+    inside each step.
+
+    c starts at ``initial_const``; after each step, :func:`update_const` with growth 10 (an
+    upper bound where the step found an adversarial example, else a lower bound; bisection, or
+    x10 while there is no upper bound). As in the original, with 10 or more steps the last one
+    uses the upper bound (1e10 if none). Only the images in ``todo`` are searched; the search
+    ends early once none is left.
+
+    Abort early (per image, when ``abort_early``): every max(1, max_iterations // 10) iterations
+    of a step (counted from 0), an image whose loss is > ``stall_ratio`` x its loss at the
+    previous check stops for this step.
+
+    Use::
+
+        for _ in search.steps():                      # this step's c: search.const
+            ...restart the optimisation of the images in search.todo...
+            for k, idx, everyone in search.iterate():  # idx: the images still running
+                ...one iteration on the images idx...
+                search.record(k, idx, adversarial, loss)
+    """
+
+    GROWTH = 10.0
+
+    @staticmethod
+    def check(initial_const: float, binary_search_steps: int, max_iterations: int) -> None:
+        """The search's parameter checks (to be made before any model pass)."""
+        check_positive("initial_const", initial_const)
+        check_count("binary_search_steps", binary_search_steps)
+        check_count("max_iterations", max_iterations)
+
+    def __init__(self, todo: Tensor, initial_const: float, binary_search_steps: int,
+                 max_iterations: int, abort_early: bool, stall_ratio: float,
+                 dtype: torch.dtype) -> None:
+        n, device = todo.shape[0], todo.device
+        self.todo = todo
+        self.const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
+        self.lower = torch.zeros_like(self.const)
+        self.upper = torch.full_like(self.const, float("inf"))
+        self.iterations = torch.zeros(n, dtype=torch.long, device=device)   # per image, all steps
+        self.binary_search_steps, self.max_iterations = binary_search_steps, max_iterations
+        self.abort_early, self.stall_ratio = abort_early, stall_ratio
+        self.check_every = max(1, max_iterations // 10)
+        # per step: images still optimising, step found an adversarial example, loss at last check
+        self.running = torch.zeros_like(todo)
+        self.success = torch.zeros_like(todo)
+        self.prev = torch.full_like(self.const, float("inf"))
+
+    def steps(self) -> Iterator[int]:
+        """The binary-search steps; c is updated after each."""
+        repeat = self.binary_search_steps >= 10
+        for search_step in range(self.binary_search_steps):
+            if not self.todo.any():
+                break
+            if repeat and search_step == self.binary_search_steps - 1:
+                last = torch.where(torch.isfinite(self.upper), self.upper,
+                                   torch.full_like(self.upper, 1e10))
+                self.const = torch.where(self.todo, last, self.const)
+            self.running = self.todo.clone()
+            self.success = torch.zeros_like(self.todo)
+            self.prev = torch.full_like(self.const, float("inf"))
+            yield search_step
+            self.const, self.lower, self.upper = update_const(
+                self.const, self.lower, self.upper, self.success, self.todo, self.GROWTH)
+
+    def iterate(self) -> Iterator[tuple[int, Tensor, bool]]:
+        """(k, idx, everyone) for the iterations of a step: idx = the images still running,
+        everyone = whether that is all images (then ``rows`` makes no copies)."""
+        n = self.todo.shape[0]
+        for k in range(self.max_iterations):
+            idx = self.running.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            yield k, idx, idx.numel() == n
+
+    def record(self, k: int, idx: Tensor, adversarial: Tensor, loss: Tensor) -> None:
+        """End of iteration k on the images idx: count it, note which found an adversarial
+        example in this step, and apply the abort-early check to ``loss``."""
+        self.iterations[idx] += 1
+        self.success[idx] |= adversarial
+        if self.abort_early and k % self.check_every == 0:
+            stalled = loss > self.prev[idx] * self.stall_ratio
+            self.prev[idx] = loss
+            self.running[idx[stalled]] = False

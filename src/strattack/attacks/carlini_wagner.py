@@ -27,13 +27,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..result import AttackResult, project_exact
+from ..result import AttackResult
 from ..solver.losses import is_adversarial, logit_margin
-from ..solver.search import PassCounter
-from ..validation import validate_attack_call
-from ._baseline_common import (BatchAdam, Model, TanhBox, budget_in_dtype, check_count,
-                               check_nonnegative, check_positive, finish, hinge, rows,
-                               update_const)
+from ._baseline_common import (AttackCall, BatchAdam, BestSoFar, ConstSearch, Model, TanhBox,
+                               budget_in_dtype, check_count, check_nonnegative, check_positive,
+                               hinge, rows)
 
 
 def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
@@ -68,56 +66,29 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     """
     check_nonnegative("confidence", confidence)
     check_positive("learning_rate", learning_rate)
-    check_positive("initial_const", initial_const)
-    check_count("binary_search_steps", binary_search_steps)
-    check_count("max_iterations", max_iterations)
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+    ConstSearch.check(initial_const, binary_search_steps, max_iterations)
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    x0, labels = call.x0, call.labels
 
-    x0 = inputs.detach()
-    labels = labels.long()
-    n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    everyone_idx = torch.arange(n, device=device)
-    counter = PassCounter.zeros(n, device)
-    counter.add(everyone_idx, "validation", backward=False)
-
-    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
-    best_delta = torch.zeros_like(x0)
-    best_l2 = torch.full((n,), float("inf"), dtype=dtype, device=device)
-    best_const = best_l2.clone()
-    best_l2[already] = 0.0
-    best_const[already] = 0.0
-    todo = ~already
+    already = is_adversarial(call.clean_margin, confidence)
+    best = BestSoFar(x0, already)                          # distance: l2
+    search = ConstSearch(~already, initial_const, binary_search_steps, max_iterations,
+                         abort_early, stall_ratio=0.9999, dtype=x0.dtype)
 
     box = TanhBox(-x0, 1 - x0)
     zero = torch.zeros_like(x0)
-    w_start, tanh_start = box.anchor(zero, everyone_idx)   # w at which delta = 0 exactly
+    # w_start: the w at which delta = 0 exactly
+    w_start, tanh_start = box.anchor(zero, torch.arange(x0.shape[0], device=x0.device))
     w = w_start.clone()
     adam = BatchAdam(w, learning_rate)
-    const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
-    lower = torch.zeros_like(const)
-    upper = torch.full_like(const, float("inf"))
-    iterations = torch.zeros(n, dtype=torch.long, device=device)
-    check_every = max(1, max_iterations // 10)
-    repeat = binary_search_steps >= 10
 
-    for search_step in range(binary_search_steps):
-        if not todo.any():
-            break
-        if repeat and search_step == binary_search_steps - 1:
-            last = torch.where(torch.isfinite(upper), upper, torch.full_like(upper, 1e10))
-            const = torch.where(todo, last, const)
-        w = torch.where(todo.view(-1, 1, 1, 1), w_start, w)
-        adam.reset(todo.nonzero().squeeze(1))
-        running = todo.clone()
-        step_success = torch.zeros(n, dtype=torch.bool, device=device)
-        prev = torch.full((n,), float("inf"), dtype=dtype, device=device)
+    for _ in search.steps():
+        w = torch.where(search.todo.view(-1, 1, 1, 1), w_start, w)
+        adam.reset(search.todo.nonzero().squeeze(1))
 
-        for it in range(max_iterations):
-            idx = running.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            everyone = idx.numel() == n
-            x0_i, lab, c = rows(x0, idx, everyone), rows(labels, idx, everyone), rows(const, idx, everyone)
+        for it, idx, everyone in search.iterate():
+            x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+            c = rows(search.const, idx, everyone)
             w_i = rows(w, idx, everyone).detach().requires_grad_(True)
             with torch.enable_grad():
                 delta = box.delta(w_i, rows(zero, idx, everyone), rows(tanh_start, idx, everyone),
@@ -126,36 +97,21 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
                 dist = delta.flatten(1).pow(2).sum(dim=1)
                 loss = dist + c * hinge(margin, confidence)
                 grad, = torch.autograd.grad(loss.sum(), w_i)
-            counter.add(idx, "adam", backward=True)
-            iterations[idx] += 1
+            call.counter.add(idx, "adam", backward=True)
 
             # Bookkeeping at the evaluated iterate (the same forward pass).
             delta, margin, loss = delta.detach(), margin.detach(), loss.detach()
             adv = is_adversarial(margin, confidence)
-            l2 = dist.detach().sqrt()
-            step_success[idx] |= adv
-            better = adv & (l2 < best_l2[idx])
-            b_idx = idx[better]
-            best_delta[b_idx] = delta[better]
-            best_l2[b_idx] = l2[better]
-            best_const[b_idx] = c[better]
+            best.update(idx, dist.detach().sqrt(), delta, c, candidate=adv)
 
             new_w = adam.step(w_i.detach(), grad, idx)
             if everyone:
                 w = new_w
             else:
                 w[idx] = new_w
+            search.record(it, idx, adv, loss)
 
-            if abort_early and it % check_every == 0:
-                stalled = loss > prev[idx] * 0.9999
-                prev[idx] = loss
-                running[idx[stalled]] = False
-
-        const, lower, upper = update_const(const, lower, upper, step_success, todo, 10.0)
-
-    adv = project_exact(x0, x0 + best_delta, None)
-    return finish(model, x0, inputs, adv, labels, targeted, counter, const=best_const,
-                  iterations=iterations)
+    return best.result(call, None, search.iterations)
 
 
 def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
@@ -216,29 +172,20 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
     if not 0 < decrease_factor < 1:
         raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
     check_count("max_iterations", max_iterations)
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
-
-    x0 = inputs.detach()
-    labels = labels.long()
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    x0, labels = call.x0, call.labels
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    everyone_idx = torch.arange(n, device=device)
-    counter = PassCounter.zeros(n, device)
-    counter.add(everyone_idx, "validation", backward=False)
     budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)
 
-    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
-    best_delta = torch.zeros_like(x0)
-    best_linf = torch.full((n,), float("inf"), dtype=dtype, device=device)
-    best_const = best_linf.clone()
-    best_linf[already] = 0.0
-    best_const[already] = 0.0
+    already = is_adversarial(call.clean_margin, confidence)
+    best = BestSoFar(x0, already)                          # distance: l_inf
 
     lo, hi = -x0, 1 - x0
     if budget is not None:
         lo, hi = lo.clamp_min(-budget), hi.clamp_max(budget)
     box = TanhBox(lo, hi, unit_slope=budget is not None)
     anchor = torch.zeros_like(x0)                      # current answer (warm start)
-    w, tanh_anchor = box.anchor(anchor, everyone_idx)
+    w, tanh_anchor = box.anchor(anchor, torch.arange(n, device=device))
     adam = BatchAdam(w, learning_rate)
     const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
     tau0 = initial_tau if budget is None else min(initial_tau, budget)
@@ -264,7 +211,7 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
             penalty = (delta.abs() - tau_i.view(-1, 1, 1, 1)).clamp_min(0).flatten(1).sum(dim=1)
             loss = c * hinge(margin, confidence) + penalty
             grad, = torch.autograd.grad(loss.sum(), w_i)
-        counter.add(idx, "adam", backward=True)
+        call.counter.add(idx, "adam", backward=True)
         iterations[idx] += 1
         delta, margin, loss, grad = delta.detach(), margin.detach(), loss.detach(), grad.detach()
 
@@ -272,10 +219,7 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
         if ok.any():
             o_idx, d_ok = idx[ok], delta[ok]
             linf = d_ok.abs().flatten(1).amax(dim=1)
-            better = linf < best_linf[o_idx]
-            best_delta[o_idx[better]] = d_ok[better]
-            best_linf[o_idx[better]] = linf[better]
-            best_const[o_idx[better]] = c[ok][better]
+            best.update(o_idx, linf, d_ok, c[ok])
             tau[o_idx] = torch.minimum(tau_i[ok], linf) * decrease_factor
             if reduce_const:
                 const[o_idx] = const[o_idx] / 2
@@ -298,6 +242,4 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
             steps_at_const[spent] = 0
             running[spent[const[spent] >= largest_const]] = False
 
-    adv = project_exact(x0, x0 + best_delta, budget)
-    return finish(model, x0, inputs, adv, labels, targeted, counter, const=best_const,
-                  iterations=iterations)
+    return best.result(call, budget, iterations)

@@ -10,12 +10,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..result import AttackResult, project_exact
+from ..result import AttackResult
 from ..solver.losses import is_adversarial, logit_margin
-from ..solver.search import PassCounter
-from ..validation import validate_attack_call
-from ._baseline_common import (Model, check_choice, check_count, check_nonnegative,
-                               check_positive, finish, hinge, rows, update_const)
+from ._baseline_common import (AttackCall, BestSoFar, ConstSearch, Model, check_choice,
+                               check_nonnegative, check_positive, hinge, rows)
 
 Decision = Literal["en", "l1"]
 
@@ -67,53 +65,26 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
     check_nonnegative("beta", beta)
     check_choice("decision", decision, ("en", "l1"))
     check_positive("learning_rate", learning_rate)
-    check_positive("initial_const", initial_const)
-    check_count("binary_search_steps", binary_search_steps)
-    check_count("max_iterations", max_iterations)
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+    ConstSearch.check(initial_const, binary_search_steps, max_iterations)
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    x0, labels = call.x0, call.labels
 
-    x0 = inputs.detach()
-    labels = labels.long()
-    n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    counter = PassCounter.zeros(n, device)
-    counter.add(torch.arange(n, device=device), "validation", backward=False)
-
-    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
-    best_delta = torch.zeros_like(x0)
-    best_dist = torch.full((n,), float("inf"), dtype=dtype, device=device)
-    best_const = best_dist.clone()
-    best_dist[already] = 0.0
-    best_const[already] = 0.0
-    todo = ~already
+    already = is_adversarial(call.clean_margin, confidence)
+    best = BestSoFar(x0, already)                          # distance: by ``decision``
+    search = ConstSearch(~already, initial_const, binary_search_steps, max_iterations,
+                         abort_early, stall_ratio=0.999999, dtype=x0.dtype)
 
     lo, hi = -x0, 1 - x0
     x_delta = torch.zeros_like(x0)     # x^k - x0
     y_delta = torch.zeros_like(x0)     # y^k - x0
-    const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
-    lower = torch.zeros_like(const)
-    upper = torch.full_like(const, float("inf"))
-    iterations = torch.zeros(n, dtype=torch.long, device=device)
-    check_every = max(1, max_iterations // 10)
-    repeat = binary_search_steps >= 10
 
-    for search_step in range(binary_search_steps):
-        if not todo.any():
-            break
-        if repeat and search_step == binary_search_steps - 1:
-            last = torch.where(torch.isfinite(upper), upper, torch.full_like(upper, 1e10))
-            const = torch.where(todo, last, const)
+    for _ in search.steps():
         x_delta.zero_()
         y_delta.zero_()
-        running = todo.clone()
-        step_success = torch.zeros(n, dtype=torch.bool, device=device)
-        prev = torch.full((n,), float("inf"), dtype=dtype, device=device)
 
-        for k in range(max_iterations):
-            idx = running.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            everyone = idx.numel() == n
-            x0_i, lab, c = rows(x0, idx, everyone), rows(labels, idx, everyone), rows(const, idx, everyone)
+        for k, idx, everyone in search.iterate():
+            x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+            c = rows(search.const, idx, everyone)
             lo_i, hi_i = rows(lo, idx, everyone), rows(hi, idx, everyone)
             x_old = rows(x_delta, idx, everyone)
             y = rows(y_delta, idx, everyone).detach().requires_grad_(True)
@@ -121,7 +92,7 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
                 margin_y = logit_margin(model(x0_i + y), lab, targeted)
                 loss_y = c * hinge(margin_y, confidence) + y.flatten(1).pow(2).sum(dim=1)
                 grad, = torch.autograd.grad(loss_y.sum(), y)
-            counter.add(idx, "fista", backward=True)
+            call.counter.add(idx, "fista", backward=True)
 
             lr_k = learning_rate * (1 - k / max_iterations) ** 0.5
             x_new = shrink(y.detach() - lr_k * grad, beta, lo_i, hi_i)
@@ -130,31 +101,17 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
                 x_delta, y_delta = x_new, y_new
             else:
                 x_delta[idx], y_delta[idx] = x_new, y_new
-            iterations[idx] += 1
 
             with torch.no_grad():
                 margin_x = logit_margin(model(x0_i + x_new), lab, targeted)
-            counter.add(idx, "fista", backward=False)
+            call.counter.add(idx, "fista", backward=False)
             flat = x_new.flatten(1)
             l1 = flat.abs().sum(dim=1)
             l2sq = flat.pow(2).sum(dim=1)
             loss = c * hinge(margin_x, confidence) + l2sq + beta * l1
             dist = l2sq + beta * l1 if decision == "en" else l1
             adv = is_adversarial(margin_x, confidence)
-            step_success[idx] |= adv
-            better = adv & (dist < best_dist[idx])
-            b_idx = idx[better]
-            best_delta[b_idx] = x_new[better]
-            best_dist[b_idx] = dist[better]
-            best_const[b_idx] = c[better]
+            best.update(idx, dist, x_new, c, candidate=adv)
+            search.record(k, idx, adv, loss)
 
-            if abort_early and k % check_every == 0:
-                stalled = loss > prev[idx] * 0.999999
-                prev[idx] = loss
-                running[idx[stalled]] = False
-
-        const, lower, upper = update_const(const, lower, upper, step_success, todo, 10.0)
-
-    adv = project_exact(x0, x0 + best_delta, None)
-    return finish(model, x0, inputs, adv, labels, targeted, counter, const=best_const,
-                  iterations=iterations)
+    return best.result(call, None, search.iterations)

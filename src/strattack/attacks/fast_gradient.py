@@ -35,10 +35,8 @@ from torch import Tensor
 from ..result import AttackResult
 from ..solver.losses import logit_margin
 from ..solver.search import PassCounter
-from ..validation import validate_attack_call
-from ._baseline_common import (Model, budget_in_dtype, check_choice, check_count,
-                               check_nonnegative, check_positive, finish, per_image,
-                               project_budget)
+from ._baseline_common import (AttackCall, Model, budget_in_dtype, check_choice, check_count,
+                               check_nonnegative, check_positive, per_image, project_budget)
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "cw"]
@@ -96,15 +94,12 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
          make_trial: Callable[[Tensor, Tensor, PassCounter], Trial]) -> AttackResult:
     """Shared driver of both modes; ``make_trial(x0, labels, counter)`` builds the attack run
     at per-image epsilons for a subset of images."""
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
-    x0 = inputs.detach()
-    labels = labels.long()
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    x0 = call.x0
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    counter = PassCounter.zeros(n, device)
-    counter.add(torch.arange(n, device=device), "validation", backward=False)
-    trial = make_trial(x0, labels, counter)
+    trial = make_trial(x0, call.labels, call.counter)
 
-    already = logit_margin(clean_logits, labels, targeted) < 0   # nothing to do for these
+    already = call.clean_margin < 0                   # nothing to do for these
     active = ~already
     adv = x0.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=device)
@@ -117,8 +112,7 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
             out, ok, steps = trial(idx, eps)
             adv[idx[ok]] = out[ok]
             iterations[idx] += steps
-        return finish(model, x0, inputs, adv, labels, targeted, counter, const=None,
-                      iterations=iterations)
+        return call.finish(adv, const=None, iterations=iterations)
 
     top = _default_max_epsilon(x0, norm) if max_epsilon is None else max_epsilon
     lower = torch.zeros(n, dtype=dtype, device=device)
@@ -149,8 +143,7 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
         adv[idx[ok]] = out[ok]
         upper[idx[ok]] = mid[ok]
         lower[idx[~ok]] = mid[~ok]
-    return finish(model, x0, inputs, adv, labels, targeted, counter, const=None,
-                  iterations=iterations)
+    return call.finish(adv, const=None, iterations=iterations)
 
 
 def fgm(model: Model, inputs: Tensor, labels: Tensor, *,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..data import load_cifar10, load_mnist
 from .pretrained import build_model
 
 __all__ = ["TrainConfig", "CONFIGS", "train", "evaluate", "main"]
@@ -61,8 +62,6 @@ CONFIGS: dict[str, TrainConfig] = {
 
 
 def _load(dataset: str, root: Path, split: str) -> tuple[Tensor, Tensor]:
-    from ..data import load_cifar10, load_mnist
-
     loader = load_mnist if dataset == "mnist" else load_cifar10
     return loader(root, split=split)
 

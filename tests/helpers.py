@@ -1,0 +1,51 @@
+"""Models shared by the attack tests (importable as ``helpers``: pytest runs with
+pythonpath = ["tests"])."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TwoClassLinear(nn.Module):
+    """Z_0 = 0, Z_1 = <w, x> + b. Reaching class 1 from margin m = -(<w, x0> + b) > 0 needs, when
+    the box does not bind, ||delta||_2 >= m/||w||_2, ||delta||_inf >= m/||w||_1 and
+    ||delta||_1 >= m/max|w_i| (Hoelder), with equality for delta along w, sign(w), and the
+    largest-weight coordinate respectively."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x):
+        s = x.flatten(1) @ self.w.flatten().to(x.dtype) + self.b
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def small_cnn(channels: int = 1, classes: int = 5, seed: int = 0, dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes))
+    with torch.no_grad():   # logit spreads of a few units, like a trained classifier
+        model[-1].weight.mul_(30)
+    return model.to(dtype).eval()
+
+
+class CountingModel:
+    """Calls ``model`` and counts the calls (``calls``)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.model(x)
+
+
+def count_passes(model: nn.Module) -> dict[str, int]:
+    """Hooks on ``model`` counting the images it runs forward ("fwd") and backward ("bwd"); the
+    returned dict is updated as the model runs."""
+    seen = {"fwd": 0, "bwd": 0}
+    model.register_forward_hook(lambda m, i, o: seen.__setitem__("fwd", seen["fwd"] + o.shape[0]))
+    model.register_full_backward_hook(
+        lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
+    return seen
