@@ -57,7 +57,7 @@ def plot_attack_comparison(inputs: Tensor, labels: Sequence[str], attacks: dict[
         ax.set_xticks([])
         ax.set_yticks([])
     if image is not None:
-        bar = fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
+        bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.03, shrink=0.8)
         bar.set_label("mean |perturbation| per group (0-255)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
