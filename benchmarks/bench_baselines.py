@@ -14,9 +14,9 @@ import time
 import torch
 
 import strattack
-from strattack.data import load_samples
 from strattack.evaluation import markdown_table, summarize
 from strattack.models import load_pretrained
+from _task import attack_task
 from strattack.solver.groups import GroupSpec
 
 ATTACKS = {
@@ -41,16 +41,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_pretrained(a.dataset)
-    images, labels, _ = load_samples(a.dataset)
-    with torch.no_grad():
-        ok = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:a.images]
-    x, y = images[ok], labels[ok]
-    if a.targets == "all":
-        x = x.repeat_interleave(9, 0)
-        t = torch.stack([(y + k) % 10 for k in range(1, 10)], 1).flatten()
-        y = y.repeat_interleave(9, 0)
-    else:
-        t = (y + 1) % 10
+    x, t, y = attack_task(model, a.dataset, a.images, a.targets)
     groups = GroupSpec.for_inputs(x, 2, 2)
     rows = []
     for name in a.attack:

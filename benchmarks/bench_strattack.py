@@ -17,9 +17,9 @@ import time
 import torch
 
 from strattack import admm_attack
-from strattack.data import load_samples
 from strattack.evaluation import markdown_table, summarize
 from strattack.models import load_pretrained
+from _task import attack_task
 from strattack.solver.groups import GroupSpec
 
 CONFIGS = {
@@ -64,16 +64,7 @@ def main() -> None:
     model.register_full_backward_hook(
         lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
 
-    images, labels, indices = load_samples(a.dataset)
-    with torch.no_grad():
-        correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:a.images]
-    x, y = images[correct], labels[correct]
-    if a.targets == "all":
-        x = x.repeat_interleave(9, 0)
-        t = torch.stack([(y + k) % 10 for k in range(1, 10)], 1).flatten()
-        y = y.repeat_interleave(9, 0)
-    else:
-        t = (y + 1) % 10
+    x, t, y = attack_task(model, a.dataset, a.images, a.targets)
     overrides = dict(kv.split("=", 1) for kv in a.set)
     overrides = {k: parse_value(v) for k, v in overrides.items()}
     const = 0.5 if a.dataset == "mnist" else 0.25
@@ -132,7 +123,7 @@ def main() -> None:
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(row | {"dataset": a.dataset, "targets": a.targets,
-                                          "images": len(correct)}) + "\n")
+                                          "images": len(x) // (9 if a.targets == "all" else 1)}) + "\n")
     print(markdown_table(rows))
 
 
