@@ -24,8 +24,9 @@ ATTACKS = {
     "ead": lambda m, x, t, y: strattack.ead(m, x, t, targeted=True, true_labels=y),
     "admm_l2": lambda m, x, t, y: strattack.admm_attack(m, x, t, targeted=True, true_labels=y,
                                                          tau=0.0, refine=False),
-    "admm_elastic": lambda m, x, t, y: strattack.admm_attack(
-        m, x, t, targeted=True, true_labels=y, tau=0.0, distortion="elastic", refine=False),
+    "admm_elastic": lambda m, x, t, y, beta=1e-3: strattack.admm_attack(
+        m, x, t, targeted=True, true_labels=y, tau=0.0, distortion="elastic", beta=beta,
+        refine=False),
     "str_attack": lambda m, x, t, y: strattack.str_attack(m, x, t, targeted=True, true_labels=y),
 }
 
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--targets", choices=["all", "next"], default="next")
     p.add_argument("--attack", action="append", choices=sorted(ATTACKS), required=True)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--beta", type=float, default=1e-3, help="beta of admm_elastic")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -46,8 +48,10 @@ def main() -> None:
     rows = []
     for name in a.attack:
         start = time.perf_counter()
-        res = ATTACKS[name](model, x, t, y)
-        row = summarize(name, res, groups, time.perf_counter() - start)
+        res = (ATTACKS[name](model, x, t, y, beta=a.beta) if name == "admm_elastic"
+               else ATTACKS[name](model, x, t, y))
+        label = f"{name} (beta={a.beta:g})" if name == "admm_elastic" else name
+        row = summarize(label, res, groups, time.perf_counter() - start)
         rows.append(row)
         print(markdown_table([row]), flush=True)
         if a.json:
