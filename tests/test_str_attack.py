@@ -145,8 +145,11 @@ def test_target_equal_to_true_label_is_rejected():
 @pytest.mark.parametrize("kwargs", [dict(group_size=7), dict(group_size=2, stride=7),
                                     dict(group_size=0), dict(epsilon=0.0), dict(epsilon=-1.0),
                                     dict(rho=0.0), dict(tau=-1.0), dict(overlap="bogus"),
-                                    dict(refine_quantile=1.0), dict(initial_const=0.0)])
-def test_bad_parameters_are_rejected(kwargs):
+                                    dict(refine_quantile=1.0), dict(initial_const=0.0),
+                                    dict(group_size=2, stride=3), dict(distortion="l0")])
+def test_bad_parameters_are_rejected_before_any_model_call(kwargs):
     model, x, y = _ok()
+    counting = CountingModel(model)
     with pytest.raises(ValueError):
-        str_attack(model, x, y, targeted=True, **kwargs)
+        str_attack(counting, x, y, targeted=True, **kwargs)
+    assert counting.calls == 0

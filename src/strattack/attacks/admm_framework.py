@@ -23,7 +23,7 @@ from ..solver.distortion import Distortion, DistortionName
 from ..solver.groups import GroupSpec
 from ..solver.losses import is_adversarial, logit_margin
 from ..solver.search import Best, PassCounter, SearchSettings, constant_search
-from ..validation import validate_attack_call
+from ..validation import check_inputs, validate_attack_call
 
 
 def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
@@ -87,6 +87,8 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         raise ValueError(f"epsilon must be > 0 or None, got {epsilon}")
     if confidence < 0:
         raise ValueError(f"confidence must be >= 0, got {confidence}")
+    if overlap not in ("exact", "group"):
+        raise ValueError(f"overlap must be 'exact' or 'group', got {overlap!r}")
     if not 0 <= refine_quantile < 1:
         raise ValueError(f"refine_quantile must be in [0, 1), got {refine_quantile}")
     params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha,
@@ -99,9 +101,10 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
                                      patience=patience, tol=tol) if refine else None
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+    check_inputs(inputs)
     groups = GroupSpec.for_inputs(inputs, group_size, stride)  # also used without a group term:
     # the pixels it leaves uncovered stay fixed whatever tau is, so tau = 0 is the same problem
+    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
 
     x0 = inputs.detach()
     labels = labels.long()
