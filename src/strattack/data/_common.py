@@ -7,7 +7,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-__all__ = ["default_data_root", "download_url"]
+__all__ = ["default_data_root", "download_url", "first_dir_with"]
 
 #: Environment variable naming the directory that holds the datasets.
 DATA_ENV_VAR = "STRATTACK_DATA"
@@ -20,6 +20,14 @@ def default_data_root() -> Path:
     location without passing ``--data-root`` everywhere.
     """
     return Path(os.environ.get(DATA_ENV_VAR) or "./data")
+
+
+def first_dir_with(candidates: list[Path], names: tuple[str, ...]) -> Path | None:
+    """The first directory among ``candidates`` that holds every file in ``names``."""
+    for d in candidates:
+        if all((d / n).is_file() for n in names):
+            return d
+    return None
 
 
 def download_url(url: str, dest: Path, timeout: float = 60.0) -> None:

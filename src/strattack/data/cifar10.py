@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import download_url
+from ._common import download_url, first_dir_with
 
 __all__ = ["load_cifar10", "CIFAR10_URL", "CIFAR10_CLASSES"]
 
@@ -39,10 +39,7 @@ def _candidates(root: Path) -> list[Path]:
 
 
 def _find_dir(root: Path, names: tuple[str, ...]) -> Path | None:
-    for d in _candidates(root):
-        if all((d / n).is_file() for n in names):
-            return d
-    return None
+    return first_dir_with(_candidates(root), names)
 
 
 def _download(root: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import download_url
+from ._common import download_url, first_dir_with
 
 __all__ = ["load_mnist", "MNIST_FILES", "MNIST_MIRRORS"]
 
@@ -60,10 +60,7 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
 
 
 def _find_dir(root: Path, names: tuple[str, str]) -> Path | None:
-    for d in (root, root / "mnist"):
-        if all((d / n).is_file() for n in names):
-            return d
-    return None
+    return first_dir_with([root, root / "mnist"], names)
 
 
 def _download(root: Path, names: tuple[str, str]) -> None:
