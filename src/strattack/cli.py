@@ -1,8 +1,12 @@
-"""Command line: ``strattack demo`` and ``strattack train``. Thin: parsing and printing only."""
+"""Command line: ``strattack demo | train | eval | report | merge``. Thin: parsing and printing;
+the work is done by library functions."""
 from __future__ import annotations
 
+import json
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import click
 import torch
@@ -111,6 +115,234 @@ def train(dataset: str, data_root: Path | None, out: Path, epochs: int | None, s
         training.main(argv)
     except (FileNotFoundError, ValueError) as err:   # missing/corrupt data: say which files
         raise click.ClickException(str(err)) from err
+
+
+STORE_NAME = "results.sqlite"
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (number, bool, string in quotes, list), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, ...],
+                  settings: tuple[str, ...]) -> list[Any]:
+    from .evaluation.runner import AttackSpec
+
+    entries = [dict(a) for a in config_attacks] + [{"name": n} for n in cli_attacks]
+    if not entries:
+        raise click.UsageError("no attack given: use --attack NAME or [[attack]] in --config")
+    for item in settings:
+        key, eq, value = item.partition("=")
+        target, dot, param = key.partition(".")
+        if not eq or not dot or not param:
+            raise click.UsageError(f"--set expects ATTACK.PARAM=VALUE, got {item!r}")
+        matched = [e for e in entries if target in (e.get("label"), e["name"])]
+        if not matched:
+            raise click.UsageError(f"--set {item!r}: no attack named {target!r} in this run")
+        for e in matched:
+            e[param] = _parse_value(value)
+    specs = []
+    for e in entries:
+        if "name" not in e:
+            raise click.UsageError(f"attack entry without a name: {e}")
+        name, label = e.pop("name"), e.pop("label", None)
+        try:
+            specs.append(AttackSpec(name, e, label))
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+    labels = [s.display for s in specs]
+    if len(set(labels)) != len(labels):
+        raise click.UsageError(f"attack labels must be unique, got {labels}: give each a label")
+    return specs
+
+
+@main.command("eval")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="TOML file with any of the options below and [[attack]] tables; "
+              "command-line options override it.")
+@click.option("--dataset", default=None,
+              help="mnist, cifar10 (exact test images 0..845) or an image folder with labels.csv.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data).")
+@click.option("--bundled", is_flag=True, default=None,
+              help="Use the 100 test images shipped with the package (no dataset needed).")
+@click.option("--model", "model_spec", default=None,
+              help="Bundled model name (default: the dataset's) or package.module:callable.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Weights for a module:callable model (.safetensors or a state dict).")
+@click.option("-a", "--attack", "attacks", multiple=True,
+              help="Attack to run (repeatable): str_attack, cw_l2, ead, fgm, ifgsm, ...")
+@click.option("--set", "settings", multiple=True, metavar="ATTACK.PARAM=VALUE",
+              help="Attack parameter (repeatable), e.g. --set cw_l2.max_iterations=100.")
+@click.option("-n", "--num-images", type=click.IntRange(1), default=None,
+              help="First N correctly classified images.")
+@click.option("--indices", default=None, help="Comma-separated image indices instead of -n.")
+@click.option("--targets", default=None,
+              help="all | random | next | untargeted | comma-separated classes [default: all].")
+@click.option("-k", "--num-targets", type=click.IntRange(1), default=None,
+              help="Targets per image for --targets random [default: 1].")
+@click.option("--seed", type=int, default=None, help="Seed of random targets and torch [default: 0].")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
+@click.option("--device", default=None, help="torch device [default: cpu].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Output folder; the store is OUT/{STORE_NAME} (per shard: "
+              "OUT/results-shard-I-of-N.sqlite).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_command(config_path: Path | None, **options: Any) -> None:
+    """Attack many images x targets; write each finished example to a resumable SQLite store.
+
+    Re-running the same command resumes: finished examples are skipped. Example:
+
+        strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all
+        -a str_attack -a cw_l2 -o runs/mnist
+    """
+    from .data.evaluation_data import load_evaluation_data
+    from .evaluation.runner import run_evaluation
+    from .evaluation.store import ResultStore
+    from .evaluation.tasks import correctly_classified, make_tasks, parse_shard
+    from .models.loading import load_model
+
+    config: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            config = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise click.UsageError(f"{config_path}: {err}") from err
+    config_attacks = config.pop("attack", [])
+    config = {k.replace("-", "_"): v for k, v in config.items()}
+    unknown = set(config) - set(options)
+    if unknown:
+        raise click.UsageError(f"{config_path}: unknown keys {sorted(unknown)}")
+    opt = {**config, **{k: v for k, v in options.items() if v is not None and v != ()}}
+    defaults = dict(targets="all", num_targets=1, seed=0, batch_size=64, device="cpu",
+                    bundled=False, out=None)
+    opt = {**defaults, **opt}
+    if opt.get("dataset") is None:
+        raise click.UsageError("--dataset is required (or dataset = ... in --config)")
+    if opt["out"] is None:
+        raise click.UsageError("-o/--out is required (or out = ... in --config)")
+    specs = _attack_specs(config_attacks, tuple(opt.get("attacks", ())),
+                          tuple(opt.get("settings", ())))
+    try:
+        shard = parse_shard(opt["shard"]) if opt.get("shard") else (0, 1)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    targets = opt["targets"]
+    if isinstance(targets, str) and targets[:1].isdigit():
+        targets = [int(t) for t in targets.split(",")]
+    if opt.get("threads"):
+        torch.set_num_threads(int(opt["threads"]))
+    torch.manual_seed(int(opt["seed"]))
+
+    dataset, model_spec = str(opt["dataset"]), opt.get("model_spec")
+    try:
+        data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]))
+        if model_spec is None:
+            if dataset not in ("mnist", "cifar10"):
+                raise click.UsageError("--model is required for an image folder "
+                                       "(e.g. efficientnet_lite0)")
+            model_spec = dataset
+        model = load_model(str(model_spec), opt.get("weights"), device=opt["device"])
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    images = data.images.to(opt["device"])
+    if opt.get("indices"):
+        wanted = [int(i) for i in str(opt["indices"]).split(",")]
+        row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
+        bad = [i for i in wanted if i not in row_of]
+        if bad:
+            raise click.UsageError(f"--indices {bad} not in the dataset ({len(data.ids)} images)")
+        rows = [row_of[i] for i in wanted]
+    else:
+        rows = correctly_classified(model, images, data.labels, opt.get("num_images"))
+    chosen_ids = data.ids[rows].tolist()
+    try:
+        tasks = make_tasks(chosen_ids, data.labels[rows].tolist(), targets, data.num_classes,
+                           int(opt["num_targets"]), int(opt["seed"]))
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    out = Path(opt["out"])
+    store_name = (STORE_NAME if shard == (0, 1)
+                  else f"results-shard-{shard[0]}-of-{shard[1]}.sqlite")
+    meta = {"dataset": dataset if dataset in ("mnist", "cifar10") else str(Path(dataset).resolve()),
+            "bundled": str(bool(opt["bundled"])), "model": str(model_spec),
+            "weights": str(opt.get("weights")), "group_size": str(data.group_size)}
+    click.echo(f"{data.name}: {len(rows)} images x targets={opt['targets']} -> {len(tasks)} "
+               f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
+               f"{shard[0]}/{shard[1]}; store {out / store_name}")
+    try:
+        with ResultStore(out / store_name, meta) as store:
+            summary = run_evaluation(model, images, data.labels, tasks, specs, store,
+                                     batch_size=int(opt["batch_size"]), shard=shard,
+                                     group_size=data.group_size, progress=bool(opt["progress"]),
+                                     ids=data.ids.tolist())
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: finished batches are saved; re-run the same "
+                                   "command to resume") from None
+    click.echo(f"done: {summary.line()}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--rank-by", type=click.Choice(["l0", "l1", "l2", "linf"]), default="l2",
+              show_default=True, help="Norm that decides the easiest / hardest target per image.")
+@click.option("--figures/--no-figures", default=True, show_default=True,
+              help="Also write l0 histograms and group-sparsity heatmaps (PNG).")
+@click.option("--examples", type=click.IntRange(0), default=4, show_default=True,
+              help="Examples per attack in the heatmap figure.")
+def report(run_dir: Path, rank_by: str, figures: bool, examples: int) -> None:
+    """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
+
+    Prints Markdown and writes RUN_DIR/report.csv and report.json (+ PNG figures)."""
+    from .evaluation.report import REPORT_COLUMNS, report_rows, write_report
+    from .evaluation.store import ResultStore
+    from .evaluation.summary import markdown_table
+
+    path = run_dir / STORE_NAME
+    if not path.is_file():
+        shards = sorted(run_dir.glob("results-shard-*.sqlite"))
+        hint = (f"; merge the shards first: strattack merge {run_dir} "
+                + " ".join(str(s) for s in shards)) if shards else ""
+        raise click.ClickException(f"no store {path}{hint}")
+    with ResultStore(path) as store:
+        rows = report_rows(store, rank_by=rank_by)
+        if not rows:
+            raise click.ClickException(f"{path} has no finished examples yet")
+        click.echo(markdown_table(rows, REPORT_COLUMNS))
+        written = write_report(rows, run_dir)
+        if figures:
+            from .viz.report_figures import plot_group_heatmaps, plot_l0_histogram
+
+            written.append(plot_l0_histogram(store, run_dir / "l0_histogram.png"))
+            written.append(plot_group_heatmaps(store, run_dir / "group_heatmaps.png", examples))
+    click.echo(f"best/worst: easiest/hardest target by {rank_by}; norms are means over "
+               "successful examples; passes/ex and s/ex over all examples")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
+    """Combine shard stores (from `eval --shard`) into RUN_DIR/results.sqlite. Idempotent."""
+    from .evaluation.store import merge_stores
+
+    try:
+        added = merge_stores(run_dir / STORE_NAME, shards)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    for src, n in added.items():
+        click.echo(f"{src}: {n} examples added")
+    click.echo(f"merged into {run_dir / STORE_NAME}")
 
 
 if __name__ == "__main__":  # pragma: no cover

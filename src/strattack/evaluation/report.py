@@ -1,0 +1,125 @@
+"""Best / average / worst-case tables (the paper's Table 1, Appendix F) from a result store.
+
+Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out; ours):
+
+* **average case**: over all (image, target) examples. ASR = successful examples / examples.
+* **best case**: per image, the easiest target: among its successful targets the one with the
+  smallest ``rank_by`` norm (default l2). An image counts as a success when *any* target
+  succeeded; ASR = such images / images.
+* **worst case**: per image, the hardest target: if every target succeeded, the one with the
+  largest ``rank_by`` norm; an image with any failed target is a failure in the worst case.
+  ASR = images whose targets all succeeded / images.
+* Norms (l0, l1, l2, linf, nonzero groups) are means over the successful examples of the case
+  (so an attack that fails more can show smaller norms: read them next to the ASR).
+* Model passes and seconds per example are means over *all* examples of the attack (the cost
+  of running it), the same in every case.
+
+For untargeted runs (one example per image) the three cases coincide.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .store import ExampleRecord, ResultStore
+
+__all__ = ["CASES", "NORMS", "case_rows", "report_rows", "write_report"]
+
+CASES = ("best", "average", "worst")
+NORMS = ("l0", "l1", "l2", "linf")
+REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "l0", "l1", "l2", "linf",
+                  "groups", "passes/ex", "s/ex")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
+              cases: Sequence[str] = CASES) -> list[dict[str, object]]:
+    """One row per case for one attack's examples (definitions in the module docstring)."""
+    if rank_by not in NORMS:
+        raise ValueError(f"rank_by must be one of {NORMS}, got {rank_by!r}")
+    by_image: dict[int, list[ExampleRecord]] = defaultdict(list)
+    for r in records:
+        by_image[r.image].append(r)
+    passes = _mean([r.forward_passes + r.backward_passes for r in records])
+    seconds = _mean([r.seconds for r in records])
+    rows = []
+    for case in cases:
+        if case == "average":
+            chosen = [r for r in records if r.success]
+            asr = len(chosen) / len(records) if records else math.nan
+        elif case in ("best", "worst"):
+            chosen = []
+            for group in by_image.values():
+                ok = [r for r in group if r.success]
+                if case == "best" and ok:
+                    chosen.append(min(ok, key=lambda r: getattr(r, rank_by)))
+                elif case == "worst" and len(ok) == len(group):
+                    chosen.append(max(ok, key=lambda r: getattr(r, rank_by)))
+            asr = len(chosen) / len(by_image) if by_image else math.nan
+        else:
+            raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
+        row: dict[str, object] = {"attack": label, "case": case, "images": len(by_image),
+                                  "examples": len(records), "ASR %": 100.0 * asr}
+        for name in (*NORMS, "groups"):
+            row[name] = _mean([getattr(r, name) for r in chosen])
+        row["passes/ex"] = passes
+        row["s/ex"] = seconds
+        rows.append(row)
+    return rows
+
+
+def report_rows(store: ResultStore, rank_by: str = "l2",
+                labels: dict[str, str] | None = None) -> list[dict[str, object]]:
+    """Rows for every attack in the store, case-major within each attack.
+
+    ``labels`` maps attack keys to display names; by default the name plus the parameters that
+    differ between stored attacks of the same name."""
+    attacks = store.attacks()
+    labels = labels or default_labels(attacks)
+    rows: list[dict[str, object]] = []
+    for key in attacks:
+        records = list(store.records(key))
+        if records:
+            rows += case_rows(labels[key], records, rank_by)
+    return rows
+
+
+def default_labels(attacks: dict[str, tuple[str, dict]]) -> dict[str, str]:
+    """``name`` when unique in the store, else ``name (k=v, ...)`` with the differing params."""
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for key, (name, _) in attacks.items():
+        by_name[name].append(key)
+    labels = {}
+    for name, keys in by_name.items():
+        if len(keys) == 1:
+            labels[keys[0]] = name
+            continue
+        all_params = [attacks[k][1] for k in keys]
+        names = set().union(*all_params)
+        differing = sorted(p for p in names if len({json.dumps(a.get(p)) for a in all_params}) > 1)
+        for key, params in zip(keys, all_params):
+            shown = ", ".join(f"{p}={params.get(p, 'default')}" for p in differing)
+            labels[key] = f"{name} ({shown})"
+    return labels
+
+
+def write_report(rows: list[dict[str, object]], out_dir: str | Path, stem: str = "report") -> list[Path]:
+    """Write ``rows`` as CSV and JSON into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+             for r in rows]
+    json_path.write_text(json.dumps(clean, indent=1) + "\n")
+    return [csv_path, json_path]

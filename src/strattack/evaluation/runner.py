@@ -1,0 +1,181 @@
+"""Run attacks over many (image, target) examples, batch by batch, into a resumable store.
+
+Every batch is one batched attack call; its examples are written in one transaction as soon as
+it finishes (see :mod:`.store`). Re-running the same evaluation skips finished examples, so an
+interrupted run resumes where it stopped and n shards (``shard=(i, n)``) can share the work.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import attacks
+from ..result import AttackResult
+from ..solver.groups import GroupSpec
+from .metrics import perturbation_metrics
+from .store import ExampleRecord, ResultStore
+from .tasks import UNTARGETED, in_shard
+
+__all__ = ["ATTACKS", "AttackSpec", "RunSummary", "run_evaluation"]
+
+#: Attacks an evaluation can run, by name. Each has the library's calling convention.
+ATTACKS: dict[str, Callable[..., AttackResult]] = {
+    "str_attack": attacks.str_attack,
+    "str_attack_linf": attacks.str_attack_linf,
+    "admm": attacks.admm_attack,
+    "cw_l2": attacks.cw_l2,
+    "cw_linf": attacks.cw_linf,
+    "ead": attacks.ead,
+    "fgm": attacks.fgm,
+    "ifgsm": attacks.ifgsm,
+}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack by registry name plus its keyword parameters; ``label`` names it in reports
+    (default: the name). Two specs with equal name and params are the same attack in a store."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ATTACKS:
+            raise ValueError(f"unknown attack {self.name!r}; choose from {sorted(ATTACKS)}")
+        reserved = {"targeted", "true_labels"} & set(self.params)
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} are set by the evaluation, not as parameters")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class RunSummary:
+    """What one call did: examples newly attacked / skipped as finished, per attack label."""
+
+    attacked: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    successes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        parts = [f"{k}: {self.attacked[k]} attacked ({self.successes[k]} adversarial), "
+                 f"{self.skipped[k]} already done" for k in self.attacked]
+        return "; ".join(parts) + f" in {self.seconds:.1f} s"
+
+
+def _records(batch: Sequence[tuple[int, int]], true_labels: Tensor, result: AttackResult,
+             groups: GroupSpec | None, seconds: float) -> list[ExampleRecord]:
+    delta = result.perturbation.detach()
+    metrics = {k: v.cpu() for k, v in perturbation_metrics(delta, groups).items()}
+    delta_np = delta.float().cpu().numpy()
+    n = len(batch)
+    fwd = result.forward_passes.cpu() if result.forward_passes is not None else torch.zeros(n)
+    bwd = result.backward_passes.cpu() if result.backward_passes is not None else torch.zeros(n)
+    success = result.success.cpu()
+    out = []
+    for j, (image, target) in enumerate(batch):
+        out.append(ExampleRecord(
+            image=image, target=target, true_label=int(true_labels[j]),
+            success=bool(success[j]), l0=float(metrics["l0"][j]), l1=float(metrics["l1"][j]),
+            l2=float(metrics["l2"][j]), linf=float(metrics["linf"][j]),
+            groups=float(metrics["groups"][j]) if "groups" in metrics else float("nan"),
+            forward_passes=int(fwd[j]), backward_passes=int(bwd[j]), seconds=seconds / n,
+            batch_size=n, perturbation=delta_np[j]))
+    return out
+
+
+def run_evaluation(
+    model: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    labels: Tensor,
+    tasks: Sequence[tuple[int, int]],
+    specs: Sequence[AttackSpec],
+    store: ResultStore,
+    *,
+    batch_size: int = 64,
+    shard: tuple[int, int] = (0, 1),
+    group_size: int | None = 2,
+    stride: int | None = None,
+    progress: bool = True,
+    ids: Sequence[int] | None = None,
+) -> RunSummary:
+    """Attack every example of ``tasks`` in this shard with every spec, skipping finished ones.
+
+    Args:
+        inputs, labels: the dataset (or the part of it the tasks refer to), on the device the
+            attack should run on.
+        ids: the image identifier of each row of ``inputs`` (e.g. its test-set index), used in
+            tasks and in the store; default ``0..N-1``.
+        tasks: (image index, target class or ``UNTARGETED``) pairs, e.g. from
+            :func:`~strattack.evaluation.tasks.make_tasks`.
+        store: where finished examples go (written per batch, atomically).
+        group_size, stride: the groups used to count nonzero groups (``None``: not counted).
+    """
+    summary = RunSummary()
+    groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
+              if group_size else None)
+    mine = [t for t in tasks if in_shard(*t, shard)]
+    keys = [store.add_attack(s.name, dict(s.params)) for s in specs]
+    todo = {}
+    for spec, key in zip(specs, keys):
+        done = store.done(key)
+        todo[key] = [t for t in mine if t not in done]
+        summary.skipped[spec.display] = len(mine) - len(todo[key])
+        summary.attacked[spec.display] = 0
+        summary.successes[spec.display] = 0
+    total = sum(len(v) for v in todo.values())
+    device = inputs.device
+    row_of = {int(i): r for r, i in enumerate(ids if ids is not None else range(len(inputs)))}
+    missing = sorted({i for i, _ in mine if i not in row_of})
+    if missing:
+        raise ValueError(f"tasks refer to images {missing[:10]} that are not in the inputs")
+    start_all = time.perf_counter()
+    bar = _progress(total, progress)
+    try:
+        for spec, key in zip(specs, keys):
+            attack = ATTACKS[spec.name]
+            pending = todo[key]
+            for b in range(0, len(pending), batch_size):
+                batch = pending[b : b + batch_size]
+                idx = torch.tensor([row_of[i] for i, _ in batch], device=device)
+                x = inputs[idx]
+                y = labels.to(device)[idx]
+                target = torch.tensor([t for _, t in batch], device=device)
+                untargeted = (target == UNTARGETED).all().item()
+                if not untargeted and (target == UNTARGETED).any():
+                    raise ValueError("a batch mixes targeted and untargeted examples")
+                start = time.perf_counter()
+                if untargeted:
+                    result = attack(model, x, y, targeted=False, **spec.params)
+                else:
+                    result = attack(model, x, target, targeted=True, true_labels=y, **spec.params)
+                seconds = time.perf_counter() - start
+                records = _records(batch, y.cpu(), result, groups, seconds)
+                store.write(key, records)
+                summary.attacked[spec.display] += len(batch)
+                summary.successes[spec.display] += sum(r.success for r in records)
+                if bar is not None:
+                    bar.set_postfix_str(spec.display, refresh=False)
+                    bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        summary.seconds = time.perf_counter() - start_all
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="ex", dynamic_ncols=True, smoothing=0.1)

@@ -1,0 +1,212 @@
+"""Resumable result store: one SQLite file per evaluation, one row per finished example.
+
+Why SQLite: each batch of finished examples is written in one transaction, so a run killed at
+any moment (Ctrl-C, ``kill -9``, power loss) leaves either the whole batch or none of it; the
+primary key (attack, image, target) makes re-running the same command skip what is done and
+makes merging shard stores idempotent.
+
+An *attack key* names one attack configuration: the attack's name plus its parameters as
+canonical JSON. Two runs with different parameters never mix their rows.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ExampleRecord", "ResultStore", "attack_key", "merge_stores"]
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attacks (
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS examples (
+    attack TEXT NOT NULL REFERENCES attacks(key),
+    image INTEGER NOT NULL,        -- index of the image in the dataset
+    target INTEGER NOT NULL,       -- target class (targeted) or -1 (untargeted)
+    true_label INTEGER NOT NULL,
+    success INTEGER NOT NULL,
+    l0 REAL, l1 REAL, l2 REAL, linf REAL, groups REAL,
+    forward_passes INTEGER, backward_passes INTEGER,
+    seconds REAL,                  -- the batch's wall time divided by its size
+    batch_size INTEGER,
+    shape TEXT NOT NULL,           -- JSON shape of the perturbation
+    perturbation BLOB NOT NULL,    -- zlib-compressed float32, C order
+    PRIMARY KEY (attack, image, target));
+"""
+
+
+def attack_key(name: str, params: Mapping[str, Any]) -> str:
+    """Canonical identifier of an attack configuration: ``name`` + sorted-key JSON params."""
+    return f"{name} {json.dumps(dict(params), sort_keys=True, separators=(',', ':'))}"
+
+
+@dataclass(frozen=True)
+class ExampleRecord:
+    """One finished (image, target) example of one attack."""
+
+    image: int
+    target: int
+    true_label: int
+    success: bool
+    l0: float
+    l1: float
+    l2: float
+    linf: float
+    groups: float
+    forward_passes: int
+    backward_passes: int
+    seconds: float
+    batch_size: int
+    perturbation: np.ndarray
+
+
+def _pack(delta: np.ndarray) -> tuple[str, bytes]:
+    arr = np.ascontiguousarray(delta, dtype=np.float32)
+    return json.dumps(list(arr.shape)), zlib.compress(arr.tobytes(), 6)
+
+
+def _unpack(shape: str, blob: bytes) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype=np.float32).reshape(json.loads(shape)).copy()
+
+
+class ResultStore:
+    """The SQLite file at ``path`` (created with its folder if missing).
+
+    ``meta`` records what the examples refer to (dataset, model, ...). Opening an existing
+    store with different ``meta`` raises instead of silently mixing two evaluations.
+    """
+
+    def __init__(self, path: str | Path, meta: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
+
+    def _check_meta(self, meta: Mapping[str, str]) -> None:
+        stored = self.meta()
+        clash = {k: (stored[k], v) for k, v in meta.items() if k in stored and stored[k] != str(v)}
+        if clash:
+            detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in clash.items())
+            raise ValueError(f"{self.path} holds a different evaluation ({detail}); "
+                             "use another output directory")
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                                 [(k, str(v)) for k, v in meta.items()])
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- reading
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def attacks(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """attack key -> (name, params), in insertion order."""
+        rows = self._db.execute("SELECT key, name, params FROM attacks ORDER BY rowid")
+        return {k: (n, json.loads(p)) for k, n, p in rows}
+
+    def done(self, key: str) -> set[tuple[int, int]]:
+        """(image, target) pairs already finished for the attack ``key``."""
+        rows = self._db.execute("SELECT image, target FROM examples WHERE attack = ?", (key,))
+        return {(i, t) for i, t in rows}
+
+    def count(self, key: str | None = None) -> int:
+        if key is None:
+            return self._db.execute("SELECT COUNT(*) FROM examples").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM examples WHERE attack = ?",
+                                (key,)).fetchone()[0]
+
+    def records(self, key: str, with_perturbation: bool = False) -> Iterator[ExampleRecord]:
+        """The finished examples of ``key`` ordered by (image, target)."""
+        cols = ("image, target, true_label, success, l0, l1, l2, linf, groups, forward_passes, "
+                "backward_passes, seconds, batch_size, shape, "
+                + ("perturbation" if with_perturbation else "NULL"))
+        rows = self._db.execute(f"SELECT {cols} FROM examples WHERE attack = ? "
+                                "ORDER BY image, target", (key,))
+        for *vals, shape, blob in rows:
+            delta = _unpack(shape, blob) if with_perturbation else np.empty(0, np.float32)
+            yield ExampleRecord(int(vals[0]), int(vals[1]), int(vals[2]), bool(vals[3]),
+                                *map(float, vals[4:9]), int(vals[9]), int(vals[10]),
+                                float(vals[11]), int(vals[12]), delta)
+
+    # ---------------------------------------------------------------- writing
+    def add_attack(self, name: str, params: Mapping[str, Any]) -> str:
+        key = attack_key(name, params)
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO attacks VALUES (?, ?, ?)",
+                             (key, name, json.dumps(dict(params), sort_keys=True)))
+        return key
+
+    def write(self, key: str, records: Iterable[ExampleRecord]) -> int:
+        """Write finished examples in one transaction (all or nothing). Returns rows added;
+        examples already present are left as they are."""
+        rows = []
+        for r in records:
+            shape, blob = _pack(r.perturbation)
+            rows.append((key, r.image, r.target, r.true_label, int(r.success), r.l0, r.l1, r.l2,
+                         r.linf, r.groups, r.forward_passes, r.backward_passes, r.seconds,
+                         r.batch_size, shape, blob))
+        with self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO examples VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, int]:
+    """Copy every example of ``sources`` into ``dest`` (created from the first source's meta if
+    missing). Idempotent: examples already in ``dest`` are kept. Returns rows added per source."""
+    added: dict[str, int] = {}
+    for src in sources:
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"store {src} not found")
+        with closing(sqlite3.connect(src)) as db:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        with ResultStore(dest, meta) as out:
+            out._db.execute("ATTACH DATABASE ? AS src", (str(src),))
+            try:
+                with out._transaction():
+                    before = out._db.total_changes
+                    out._db.execute("INSERT OR IGNORE INTO attacks SELECT * FROM src.attacks")
+                    n_attacks = out._db.total_changes - before
+                    out._db.execute("INSERT OR IGNORE INTO examples SELECT * FROM src.examples")
+                    added[str(src)] = out._db.total_changes - before - n_attacks
+            finally:
+                out._db.execute("DETACH DATABASE src")
+    return added

@@ -1,0 +1,84 @@
+"""Which (image, target) examples an evaluation attacks, and how shards split them."""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["UNTARGETED", "correctly_classified", "make_tasks", "in_shard", "parse_shard"]
+
+#: Target value stored for untargeted examples.
+UNTARGETED = -1
+
+
+@torch.no_grad()
+def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
+                         limit: int | None = None, batch_size: int = 256) -> list[int]:
+    """Indices (in order) of the first ``limit`` inputs the model classifies correctly.
+
+    Scans in batches and stops as soon as enough are found, so choosing 100 images of a large
+    dataset costs about 100 forward passes, not one per dataset image."""
+    found: list[int] = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        ok = model(batch).argmax(1).cpu() == labels[start : start + batch_size].cpu()
+        found += (ok.nonzero().squeeze(1) + start).tolist()
+        if limit is not None and len(found) >= limit:
+            return found[:limit]
+    return found
+
+
+def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequence[int],
+               num_classes: int, k: int = 1, seed: int = 0) -> list[tuple[int, int]]:
+    """(image, target) pairs, image-major.
+
+    targets: ``"all"`` (every class but the true one), ``"random"`` (``k`` distinct random
+    classes per image other than the true one, reproducible from ``seed`` and the image index,
+    so the choice does not depend on which other images are evaluated), ``"next"`` ((label+1)
+    mod classes), ``"untargeted"``, or an explicit list of classes (the true class is skipped).
+    """
+    tasks: list[tuple[int, int]] = []
+    for image, label in zip(images, labels):
+        image, label = int(image), int(label)
+        if targets == "all":
+            chosen = [c for c in range(num_classes) if c != label]
+        elif targets == "next":
+            chosen = [(label + 1) % num_classes]
+        elif targets == "untargeted":
+            chosen = [UNTARGETED]
+        elif targets == "random":
+            if not 1 <= k < num_classes:
+                raise ValueError(f"random targets need 1 <= k < {num_classes}, got k={k}")
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + image)
+            others = [c for c in range(num_classes) if c != label]
+            chosen = sorted(others[i] for i in torch.randperm(len(others), generator=gen)[:k])
+        elif isinstance(targets, str):
+            raise ValueError(f"unknown targets {targets!r}; expected all, random, next, "
+                             "untargeted or a list of classes")
+        else:
+            bad = [c for c in targets if not 0 <= int(c) < num_classes]
+            if bad:
+                raise ValueError(f"target classes {bad} out of range [0, {num_classes})")
+            chosen = [int(c) for c in targets if int(c) != label]
+        tasks += [(image, t) for t in chosen]
+    return tasks
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` with 0 <= i < n -> (i, n)."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {text!r}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def in_shard(image: int, target: int, shard: tuple[int, int]) -> bool:
+    """Deterministic assignment of an example to one of n shards (a hash of (image, target),
+    so it does not depend on which other examples are in the run or on their order)."""
+    i, n = shard
+    return zlib.crc32(f"{image}:{target}".encode()) % n == i

@@ -1,0 +1,82 @@
+"""Figures of `strattack report`: l0 histogram per attack and group-sparsity heatmaps
+(Fig. 2 style) of stored perturbations. The original images are not in the store, so the
+heatmaps show the perturbation's structure only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..evaluation.report import default_labels  # noqa: E402
+from ..evaluation.store import ResultStore  # noqa: E402
+from ..solver.groups import GroupSpec  # noqa: E402
+from .figures import group_heatmap  # noqa: E402
+
+__all__ = ["plot_l0_histogram", "plot_group_heatmaps"]
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
+    """Histogram of l0 (changed entries) over the successful examples of every attack."""
+    labels = default_labels(store.attacks())
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    data = {labels[k]: [r.l0 for r in store.records(k) if r.success] for k in labels}
+    data = {k: v for k, v in data.items() if v}
+    top = max((max(v) for v in data.values()), default=1.0)
+    bins = np.linspace(0, top, 40)
+    for name, values in data.items():
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.5,
+                label=f"{name} (n={len(values)}, mean {np.mean(values):.0f})")
+    ax.set_xlabel("l0 of the perturbation (changed pixel entries)")
+    ax.set_ylabel("successful examples")
+    ax.set_title("Sparsity of the adversarial perturbations")
+    if data:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4) -> Path:
+    """For the first ``examples`` successful (image, target) pairs common to all attacks: one
+    row per attack, the mean |delta| per group (groups of the store's group size)."""
+    labels = default_labels(store.attacks())
+    size = int(store.meta().get("group_size", 2))
+    records = {k: {(r.image, r.target): r for r in store.records(k, with_perturbation=True)
+                   if r.success} for k in labels}
+    common = sorted(set.intersection(*(set(v) for v in records.values()))) if records else []
+    common = common[:examples] or [None]
+    fig, axes = plt.subplots(len(labels) or 1, len(common),
+                             figsize=(2.2 * len(common) + 1, 2.2 * max(len(labels), 1)),
+                             squeeze=False)
+    image = None
+    for row, key in enumerate(labels):
+        for col, pair in enumerate(common):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if pair is None:
+                ax.set_title("no common successful example", fontsize=8)
+                continue
+            rec = records[key][pair]
+            delta = torch.from_numpy(rec.perturbation)[None]
+            groups = GroupSpec(*delta.shape[1:], size, size)
+            heat = group_heatmap(delta, groups)[0].numpy()
+            image = ax.imshow(heat, cmap="hot", interpolation="nearest")
+            ax.set_title(f"{labels[key]}\nimage {pair[0]} -> {pair[1]}: "
+                         f"{int((heat > 0).sum())} groups", fontsize=7)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.03)
+        bar.set_label(f"mean |perturbation| per {size}x{size} group (0-255)", fontsize=8)
+    fig.suptitle("Group sparsity of stored perturbations", fontsize=10)
+    return _save(fig, path)

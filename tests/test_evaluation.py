@@ -1,0 +1,241 @@
+"""Evaluation harness: store, tasks and shards, best/average/worst aggregation, resume."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from strattack.cli import main
+from strattack.data import load_samples
+from strattack.evaluation.report import case_rows, report_rows
+from strattack.evaluation.runner import AttackSpec, run_evaluation
+from strattack.evaluation.store import ExampleRecord, ResultStore, attack_key, merge_stores
+from strattack.evaluation.tasks import in_shard, make_tasks, parse_shard
+from helpers import CountingModel
+
+TESTS = Path(__file__).resolve().parent
+
+
+def record(image, target, success=True, l2=1.0, l0=10.0, shape=(1, 2, 2), seed=0, **kw):
+    delta = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    fields = dict(image=image, target=target, true_label=0, success=success, l0=l0, l1=2 * l2,
+                  l2=l2, linf=l2 / 2, groups=1.0, forward_passes=10, backward_passes=5,
+                  seconds=0.5, batch_size=4, perturbation=delta)
+    return ExampleRecord(**(fields | kw))
+
+
+# ------------------------------------------------------------------ store
+def test_store_roundtrip_and_idempotent_writes(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("cw_l2", {"b": 2, "a": 1})
+        assert key == attack_key("cw_l2", {"a": 1, "b": 2})      # parameter order is irrelevant
+        recs = [record(0, 1, seed=1), record(0, 2, success=False, seed=2)]
+        assert store.write(key, recs) == 2
+        assert store.write(key, [record(0, 1, l2=99.0)]) == 0      # finished rows are kept
+        assert store.done(key) == {(0, 1), (0, 2)}
+        back = list(store.records(key, with_perturbation=True))
+    assert [r.l2 for r in back] == [1.0, 1.0]
+    assert [r.success for r in back] == [True, False]
+    np.testing.assert_array_equal(back[0].perturbation, recs[0].perturbation)
+
+
+def test_store_refuses_a_different_evaluation(tmp_path):
+    ResultStore(tmp_path / "s.sqlite", {"dataset": "mnist"}).close()
+    with pytest.raises(ValueError, match="dataset: store has 'mnist', this run 'cifar10'"):
+        ResultStore(tmp_path / "s.sqlite", {"dataset": "cifar10"})
+
+
+def test_merge_is_idempotent_and_complete(tmp_path):
+    for i, pairs in enumerate([[(0, 1), (1, 2)], [(1, 2), (2, 3)]]):
+        with ResultStore(tmp_path / f"{i}.sqlite", {"dataset": "mnist"}) as s:
+            key = s.add_attack("fgm", {})
+            s.write(key, [record(a, b) for a, b in pairs])
+    sources = [tmp_path / "0.sqlite", tmp_path / "1.sqlite"]
+    assert list(merge_stores(tmp_path / "m.sqlite", sources).values()) == [2, 1]
+    assert list(merge_stores(tmp_path / "m.sqlite", sources).values()) == [0, 0]
+    with ResultStore(tmp_path / "m.sqlite") as s:
+        assert s.done(attack_key("fgm", {})) == {(0, 1), (1, 2), (2, 3)}
+
+
+# ------------------------------------------------------------------ tasks and shards
+def test_make_tasks_modes():
+    assert make_tasks([5], [3], "all", 10) == [(5, t) for t in range(10) if t != 3]
+    assert make_tasks([5, 6], [9, 0], "next", 10) == [(5, 0), (6, 1)]
+    assert make_tasks([5], [3], "untargeted", 10) == [(5, -1)]
+    assert make_tasks([5], [3], [3, 4], 10) == [(5, 4)]
+    rnd = make_tasks([5, 6], [3, 4], "random", 10, k=3, seed=1)
+    assert len(rnd) == 6 and all(t not in (3,) for i, t in rnd if i == 5)
+    assert len({t for i, t in rnd if i == 5}) == 3
+    # an image's random targets do not depend on the other images in the run
+    assert make_tasks([6], [4], "random", 10, k=3, seed=1) == [p for p in rnd if p[0] == 6]
+    assert make_tasks([6], [4], "random", 10, k=3, seed=2) != [p for p in rnd if p[0] == 6]
+    with pytest.raises(ValueError, match="out of range"):
+        make_tasks([0], [0], [10], 10)
+
+
+def test_shards_cover_every_example_exactly_once():
+    tasks = make_tasks(range(60), [i % 10 for i in range(60)], "all", 10)
+    for n in (1, 3, 7):
+        parts = [[t for t in tasks if in_shard(*t, (i, n))] for i in range(n)]
+        assert sorted(sum(parts, [])) == sorted(tasks)
+        if n > 1:
+            assert all(0 < len(p) < len(tasks) for p in parts)
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "a/b", "1"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+# ------------------------------------------------------------------ report
+def test_case_rows_on_a_hand_made_store():
+    recs = [record(0, 1, l2=1.0, l0=10), record(0, 2, l2=3.0, l0=30),    # image 0: both succeed
+            record(1, 1, l2=2.0, l0=20), record(1, 2, success=False, l2=0.0, l0=0),
+            record(2, 1, success=False), record(2, 2, success=False)]     # image 2: none
+    rows = {r["case"]: r for r in case_rows("x", recs)}
+    assert rows["average"]["ASR %"] == pytest.approx(100 * 3 / 6)
+    assert rows["average"]["l2"] == pytest.approx((1 + 3 + 2) / 3)
+    assert rows["best"]["ASR %"] == pytest.approx(100 * 2 / 3)          # images 0 and 1
+    assert rows["best"]["l2"] == pytest.approx((1 + 2) / 2)
+    assert rows["best"]["l0"] == pytest.approx((10 + 20) / 2)
+    assert rows["worst"]["ASR %"] == pytest.approx(100 / 3)              # only image 0
+    assert rows["worst"]["l2"] == pytest.approx(3.0)
+    assert rows["average"]["passes/ex"] == 15 and rows["worst"]["s/ex"] == 0.5
+    by_l0 = {r["case"]: r for r in case_rows("x", recs, rank_by="l0")}
+    assert by_l0["best"]["l0"] == pytest.approx(15.0)
+    none = {r["case"]: r for r in case_rows("x", recs[4:])}
+    assert none["best"]["ASR %"] == 0 and math.isnan(none["best"]["l2"])
+
+
+# ------------------------------------------------------------------ runner
+def _linear_task():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(6, 1, 4, 4)
+    y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tmp_path):
+    model, x, y = _linear_task()
+    counting = CountingModel(model)
+    tasks = make_tasks(range(6), y.tolist(), "all", 3)
+    spec = AttackSpec("ifgsm", {"norm": "l2", "max_epsilon": 4.0})
+    with ResultStore(tmp_path / "full.sqlite") as store:
+        first = run_evaluation(counting, x, y, tasks, [spec], store, batch_size=4, progress=False)
+        assert first.attacked == {"ifgsm": 12} and store.count() == 12
+        calls = counting.calls
+        again = run_evaluation(counting, x, y, tasks, [spec], store, batch_size=4, progress=False)
+        assert again.attacked == {"ifgsm": 0} and again.skipped == {"ifgsm": 12}
+        assert counting.calls == calls                 # nothing redone
+        full = {(r.image, r.target): r for r in store.records(attack_key("ifgsm", spec.params))}
+    shards = []
+    for i in range(3):
+        shards.append(tmp_path / f"s{i}.sqlite")
+        with ResultStore(shards[-1]) as store:
+            run_evaluation(model, x, y, tasks, [spec], store, batch_size=4, shard=(i, 3),
+                           progress=False)
+    merge_stores(tmp_path / "merged.sqlite", shards)
+    with ResultStore(tmp_path / "merged.sqlite") as store:
+        merged = {(r.image, r.target): r for r in store.records(attack_key("ifgsm", spec.params))}
+    assert merged.keys() == full.keys() == set(tasks)
+    for k in full:   # the same examples, attacked in other batches, give the same results
+        assert merged[k].success == full[k].success
+        assert merged[k].l2 == pytest.approx(full[k].l2, rel=1e-4, abs=1e-6)
+
+
+def test_runner_rejects_unknown_attack_and_reserved_params():
+    with pytest.raises(ValueError, match="unknown attack"):
+        AttackSpec("deepfool")
+    with pytest.raises(ValueError, match="targeted"):
+        AttackSpec("fgm", {"targeted": True})
+
+
+# ------------------------------------------------------------------ CLI
+def _count(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM examples").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_eval_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "strattack.cli", "eval", "--dataset", "mnist", "--bundled",
+           "--model", "slow_model:build", "--indices", ",".join(map(str, range(8))),
+           "--targets", "1,2,3", "-a", "fgm", "--set", 'fgm.norm="l2"', "--batch-size", "1",
+           "--threads", "1", "--no-progress", "-o", str(out)]
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    store = out / "results.sqlite"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while _count(store) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _count(store)
+    assert 3 <= killed_at < 21, proc.stdout.read().decode()      # really killed mid-run
+    with sqlite3.connect(store) as db:
+        before = dict(((i, t), blob) for i, t, blob in
+                      db.execute("SELECT image, target, perturbation FROM examples"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{killed_at} already done" in done.stdout
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT image, target, perturbation FROM examples").fetchall()
+    pairs = [(i, t) for i, t, _ in rows]
+    # 8 images x targets {1,2,3} minus each image's true class
+    _, labels, ids = load_samples("mnist")
+    labels = dict(zip(ids.tolist(), labels.tolist()))
+    expected = {(i, t) for i in range(8) for t in (1, 2, 3) if t != labels[i]}
+    assert len(pairs) == len(set(pairs)) and set(pairs) == expected
+    assert all(dict(((i, t), b) for i, t, b in rows)[k] == v for k, v in before.items())
+
+
+def test_eval_and_report_end_to_end(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "--dataset", "mnist", "--bundled", "-n", "2", "--targets",
+                               "next", "-a", "fgm", "-a", "ifgsm", "--set", "ifgsm.steps=5",
+                               "--no-progress", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "fgm: 2 attacked" in res.output and "ifgsm: 2 attacked" in res.output
+    res = runner.invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "| ifgsm | worst | 2 | 2 |" in res.output
+    for name in ("report.csv", "report.json", "l0_histogram.png", "group_heatmaps.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist", "--data-root", "{tmp}", "-a", "fgm"], "t10k-images-idx3-ubyte.gz"),
+    (["--dataset", "mnist", "--bundled", "--model", "nosuch", "-a", "fgm"], "nosuch"),
+    (["--dataset", "mnist", "--bundled", "-a", "fgm", "--set", "fgm=1"], "ATTACK.PARAM=VALUE"),
+    (["--dataset", "mnist", "--bundled", "-a", "fgm", "--shard", "3/2"], "shard"),
+    (["--dataset", "mnist", "--bundled", "-a", "deepfool"], "unknown attack"),
+    (["--dataset", "mnist", "--bundled"], "no attack given"),
+    (["--dataset", "{tmp}/nofolder", "-a", "fgm"], "nofolder"),
+])
+def test_eval_errors_are_clear(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    res = CliRunner().invoke(main, ["eval", *args, "-o", str(tmp_path / "out")])
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_report_on_shards_says_to_merge(tmp_path):
+    ResultStore(tmp_path / "results-shard-0-of-2.sqlite").close()
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code != 0 and "strattack merge" in res.output
