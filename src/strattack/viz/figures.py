@@ -22,6 +22,15 @@ def group_heatmap(delta: Tensor, groups: GroupSpec) -> Tensor:
     return mean_abs.reshape(delta.shape[0], groups.rows, groups.cols)
 
 
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (folders created), close it, return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _as_image(x: Tensor) -> np.ndarray:
     x = x.detach().cpu().float()
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
@@ -61,8 +70,4 @@ def plot_attack_comparison(inputs: Tensor, labels: Sequence[str], attacks: dict[
         bar.set_label("mean |perturbation| per group (0-255)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,17 +15,9 @@ import torch  # noqa: E402
 from ..evaluation.report import default_labels  # noqa: E402
 from ..evaluation.store import ResultStore  # noqa: E402
 from ..solver.groups import GroupSpec  # noqa: E402
-from .figures import group_heatmap  # noqa: E402
+from .figures import group_heatmap, save_figure  # noqa: E402
 
 __all__ = ["plot_l0_histogram", "plot_group_heatmaps"]
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
@@ -44,7 +36,7 @@ def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
     ax.set_title("Sparsity of the adversarial perturbations")
     if data:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4) -> Path:
@@ -79,4 +71,4 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4)
         bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.03)
         bar.set_label(f"mean |perturbation| per {size}x{size} group (0-255)", fontsize=8)
     fig.suptitle("Group sparsity of stored perturbations", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

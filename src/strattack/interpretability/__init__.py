@@ -1,0 +1,20 @@
+"""Interpretability of adversarial perturbations (StrAttack paper, Section 6 and Appendix E).
+
+* :func:`asm`: adversarial saliency map, eq. (61) (default) or eq. (60);
+* :func:`asm_mask` / :func:`cam_mask`: Boolean maps ``B`` of the entries at or above a per-image
+  percentile of the ASM / CAM scores;
+* :func:`interpretability_score`: ``IS = ||B o delta||_2 / ||delta||_2``, eq. (23) (NaN for
+  delta = 0); :func:`interpretability_curve`: IS versus the percentile (Fig. 3(a));
+* :func:`cam`: class activation maps (Zhou et al. 2016) of GAP + linear networks (Fig. 4, A2).
+
+Figures: :mod:`strattack.viz.interpretability`.
+"""
+from .asm import asm, logit_gradients
+from .cam import cam, find_cam_layers
+from .gapnet import GAPNet
+from .score import (asm_mask, cam_mask, interpretability_curve, interpretability_score,
+                    percentile_mask, percentile_threshold)
+
+__all__ = ["asm", "logit_gradients", "asm_mask", "cam_mask", "percentile_mask",
+           "percentile_threshold", "interpretability_score", "interpretability_curve", "cam",
+           "find_cam_layers", "GAPNet"]
