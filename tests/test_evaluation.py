@@ -156,6 +156,9 @@ def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tm
 def test_runner_rejects_unknown_attack_and_reserved_params():
     with pytest.raises(ValueError, match="unknown attack"):
         AttackSpec("deepfool")
+    with pytest.raises(ValueError, match=r"unknown parameters \['rhoo'\]"):
+        AttackSpec("str_attack", {"rhoo": 1.0})
+    AttackSpec("str_attack", {"rho": 1.0, "group_size": 3})   # admm_attack's keywords pass
     with pytest.raises(ValueError, match="targeted"):
         AttackSpec("fgm", {"targeted": True})
 
@@ -239,3 +242,59 @@ def test_report_on_shards_says_to_merge(tmp_path):
     ResultStore(tmp_path / "results-shard-0-of-2.sqlite").close()
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code != 0 and "strattack merge" in res.output
+
+
+def test_eval_config_file_and_command_line_override(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "mnist"\nbundled = true\nnum_images = 3\ntargets = "next"\n'
+                      'batch_size = 2\n\n[[attack]]\nname = "fgm"\nlabel = "FGM-l2"\nnorm = "l2"\n')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-n", "2", "--no-progress",
+                                    "--set", "FGM-l2.grid_steps=6", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "2 images" in res.output and "FGM-l2: 2 attacked" in res.output
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        (name, params), = store.attacks().values()
+    assert name == "fgm" and params == {"norm": "l2", "grid_steps": 6}
+    config.write_text("colour = 1\n" + config.read_text())
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "colour" in res.output
+    config.write_text(config.read_text().replace("colour = 1\n", "") + "colour = 1\n")
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown parameters ['colour'] for fgm" in res.output
+
+
+def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
+    env = {"PYTHONPATH": str(TESTS)}
+    sys.path.insert(0, str(TESTS))
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
+                               "gap_model:build", "--indices", "0,1,2,3,4,5,6,7", "--targets", "next",
+                               "-a", "fgm", "-a", "ifgsm", "--set", "ifgsm.steps=3",
+                               "--no-progress", "-o", str(tmp_path)], env=env)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["explain", str(tmp_path), "--figures", "1"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "explain"
+    summary = __import__("json").loads((out / "interpretability.json").read_text())
+    assert set(summary["asm"]) == {"fgm", "ifgsm"} and set(summary["cam"]) == {"fgm", "ifgsm"}
+    assert len(summary["asm"]["fgm"]) == len(summary["percentiles"]) == 7
+    assert all(0 <= v <= 1 for v in summary["cam"]["ifgsm"])
+    for name in ("asm_is.png", "cam_is.png"):
+        assert (out / name).stat().st_size > 0
+    assert len(list(out.glob("asm_*_to_*.png"))) == 1 and len(list(out.glob("cam_*_to_*.png"))) == 1
+    res = runner.invoke(main, ["explain", str(tmp_path), "-a", "nosuch"])
+    assert res.exit_code != 0 and "nosuch" in res.output
+
+
+@pytest.mark.parametrize("config", sorted((TESTS.parent / "configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_are_valid(config):
+    import tomllib
+
+    from strattack.cli import _attack_specs
+
+    data = tomllib.loads(config.read_text())
+    specs = _attack_specs(data.pop("attack"), (), ())
+    assert specs and len({s.display for s in specs}) == len(specs)
+    allowed = {"dataset", "model", "targets", "num_targets", "seed", "batch_size", "num_images"}
+    assert set(data) <= allowed, set(data) - allowed

@@ -216,6 +216,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             raise click.UsageError(f"{config_path}: {err}") from err
     config_attacks = config.pop("attack", [])
     config = {k.replace("-", "_"): v for k, v in config.items()}
+    if "model" in config:               # the option is --model; its parameter is model_spec
+        config["model_spec"] = config.pop("model")
     unknown = set(config) - set(options)
     if unknown:
         raise click.UsageError(f"{config_path}: unknown keys {sorted(unknown)}")
@@ -343,6 +345,162 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
     for src, n in added.items():
         click.echo(f"{src}: {n} examples added")
     click.echo(f"merged into {run_dir / STORE_NAME}")
+
+
+def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | None,
+                     num: int, device: str) -> tuple[Any, ...]:
+    """Model, data, (image ids, true labels, targets) and perturbations of the first ``num``
+    examples that every chosen attack got right, from a `strattack eval` store."""
+    from .data.evaluation_data import load_evaluation_data
+    from .evaluation.report import default_labels
+    from .evaluation.store import ResultStore
+    from .models.loading import load_model
+
+    path = run_dir / STORE_NAME
+    if not path.is_file():
+        raise click.ClickException(f"no store {path} (run `strattack eval ... -o {run_dir}`)")
+    with ResultStore(path) as store:
+        meta = store.meta()
+        labels = default_labels(store.attacks())
+        by_label = {v: k for k, v in labels.items()}
+        chosen = list(attacks) or list(by_label)[:2]
+        unknown = [a for a in chosen if a not in by_label]
+        if unknown:
+            raise click.ClickException(f"attacks {unknown} not in {path}; it has {list(by_label)}")
+        records = {a: {(r.image, r.target): r for r in
+                       store.records(by_label[a], with_perturbation=True) if r.success}
+                   for a in chosen}
+    common = sorted(set.intersection(*(set(v) for v in records.values())))[:num]
+    if not common:
+        raise click.ClickException(f"no example is adversarial under all of {chosen}")
+    if any(t < 0 for _, t in common):
+        raise click.ClickException("explain needs targeted examples (ASM is defined for a target)")
+    try:
+        data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True")
+        weights = None if meta.get("weights") in (None, "None") else meta["weights"]
+        model = load_model(meta["model"], weights, device=device)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
+    rows = torch.tensor([row_of[i] for i, _ in common])
+    targets = torch.tensor([t for _, t in common])
+    deltas = {a: torch.stack([torch.from_numpy(records[a][k].perturbation) for k in common])
+              for a in chosen}
+    return model, data, rows, targets, deltas
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-a", "--attack", "attacks", multiple=True,
+              help="Attack labels in the store to compare (default: the first two).")
+@click.option("-n", "--num-examples", type=click.IntRange(1), default=100, show_default=True,
+              help="Examples (adversarial under every attack) to measure.")
+@click.option("--dataset", default=None, help="Without RUN_DIR: mnist, cifar10 or an image folder.")
+@click.option("--bundled", is_flag=True, help="Without RUN_DIR: use the shipped test images.")
+@click.option("--model", "model_spec", default=None, help="Without RUN_DIR: model (as in eval).")
+@click.option("--image", "image_index", type=int, default=None,
+              help="Without RUN_DIR: index of the image to attack with StrAttack and C&W-l2.")
+@click.option("--target", type=int, default=None, help="Without RUN_DIR: target class.")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--figures", "num_figures", type=click.IntRange(0), default=3, show_default=True,
+              help="Examples drawn as Fig. 3(b) / Fig. 4 panels.")
+@click.option("--mask-percentile", type=click.FloatRange(0, 100), default=90, show_default=True,
+              help="nu of B_ASM in the Fig. 3(b) panels (the paper uses the 90th percentile).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: RUN_DIR/explain, or ./explain].")
+def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
+            dataset: str | None, bundled: bool, model_spec: str | None, image_index: int | None,
+            target: int | None, data_root: Path | None, num_figures: int,
+            mask_percentile: float, device: str, out: Path | None) -> None:
+    """Interpretability of perturbations (Sec. 6): ASM-based IS vs percentile (Fig. 3a),
+    CAM-based IS, and ASM / CAM panels (Fig. 3b, Fig. 4), from a stored evaluation or by
+    attacking one image (--dataset, --image, --target) with StrAttack and C&W-l2."""
+    from .interpretability import asm, cam
+    from .interpretability.analysis import measure_interpretability
+
+    if run_dir is not None:
+        model, data, rows, targets, deltas = _load_from_store(run_dir, attacks, data_root,
+                                                              num_examples, device)
+        out = out or run_dir / "explain"
+    else:
+        if dataset is None or image_index is None or target is None:
+            raise click.UsageError("give RUN_DIR, or --dataset, --image and --target")
+        model, data, rows, targets, deltas = _attack_one(dataset, bundled, model_spec, data_root,
+                                                         image_index, target, device)
+        out = out or Path("explain")
+    x = data.images[rows].to(device)
+    y = data.labels[rows].to(device)
+    targets = targets.to(device)
+    curves = measure_interpretability(model, x, y, targets, deltas)
+    means = curves.means()
+    out.mkdir(parents=True, exist_ok=True)
+    from .viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
+
+    written = [plot_is_vs_percentile(curves.percentiles, means["asm"], out / "asm_is.png",
+                                     title=f"ASM-based IS, {len(rows)} examples ({data.name})")]
+    if "cam" in means:
+        written.append(plot_is_vs_percentile(
+            curves.percentiles, means["cam"], out / "cam_is.png",
+            title=f"CAM-based IS (CAM of the true class), {len(rows)} examples",
+            ylabel="mean IS with B = CAM above percentile"))
+    summary = {"examples": len(rows), "percentiles": list(curves.percentiles), **means}
+    (out / "interpretability.json").write_text(json.dumps(summary, indent=1) + "\n")
+    written.append(out / "interpretability.json")
+    for j in range(min(num_figures, len(rows))):
+        xj, yj, tj = x[j : j + 1], y[j : j + 1], targets[j : j + 1]
+        names = (data.class_names[int(yj)], data.class_names[int(tj)])
+        tag = f"{int(data.ids[rows[j]])}_to_{int(tj)}"
+        scores = asm(model, xj, yj, tj)
+        written.append(plot_asm_panels(xj[0], scores[0], {a: d[j] for a, d in deltas.items()},
+                                       mask_percentile, out / f"asm_{tag}.png", class_names=names))
+        if "cam" in means:
+            cams = {"original": (cam(model, xj, yj)[0], cam(model, xj, tj)[0])}
+            advs = {}
+            for a, d in deltas.items():
+                adv = (xj + d[j : j + 1].to(xj)).clamp(0, 1)
+                advs[a] = adv[0]
+                cams[a] = (cam(model, adv, yj)[0], cam(model, adv, tj)[0])
+            written.append(plot_cam_panels(xj[0], advs, cams, out / f"cam_{tag}.png",
+                                           class_names=names))
+    header = " | ".join(f"{p:g}th" for p in curves.percentiles)
+    click.echo(f"mean IS over {len(rows)} examples, threshold nu = percentile: {header}")
+    for kind, table in means.items():
+        for name, values in table.items():
+            click.echo(f"  {kind.upper()} {name}: " + " | ".join(f"{v:.3f}" for v in values))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _attack_one(dataset: str, bundled: bool, model_spec: str | None, data_root: Path | None,
+                image_index: int, target: int, device: str) -> tuple[Any, ...]:
+    from . import cw_l2, str_attack
+    from .data.evaluation_data import load_evaluation_data
+    from .models.loading import load_model
+
+    try:
+        data = load_evaluation_data(dataset, data_root, bundled)
+        model = load_model(model_spec or dataset, None, device=device)
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        raise click.ClickException(str(err)) from err
+    row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
+    if image_index not in row_of:
+        raise click.UsageError(f"--image {image_index} is not in the dataset")
+    rows = torch.tensor([row_of[image_index]])
+    if not 0 <= target < data.num_classes or target == int(data.labels[rows[0]]):
+        raise click.UsageError(f"--target must be a class in [0, {data.num_classes}) other than "
+                               f"the true class {int(data.labels[rows[0]])}")
+    x = data.images[rows].to(device)
+    y = data.labels[rows].to(device)
+    t = torch.tensor([target], device=device)
+    size = data.group_size
+    deltas = {}
+    for name, result in (("StrAttack", str_attack(model, x, t, targeted=True, true_labels=y,
+                                                  group_size=size, stride=size)),
+                         ("C&W-l2", cw_l2(model, x, t, targeted=True, true_labels=y))):
+        if not bool(result.success[0]):
+            click.echo(f"note: {name} did not reach the target; its perturbation is shown anyway")
+        deltas[name] = result.perturbation.detach()
+    return model, data, rows, t, deltas
 
 
 if __name__ == "__main__":  # pragma: no cover

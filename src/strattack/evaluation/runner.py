@@ -6,6 +6,7 @@ interrupted run resumes where it stopped and n shards (``shard=(i, n)``) can sha
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,10 +52,24 @@ class AttackSpec:
         reserved = {"targeted", "true_labels"} & set(self.params)
         if reserved:
             raise ValueError(f"{sorted(reserved)} are set by the evaluation, not as parameters")
+        accepted = _keyword_parameters(ATTACKS[self.name])
+        unknown = sorted(set(self.params) - accepted)
+        if unknown:
+            raise ValueError(f"{self.display}: unknown parameters {unknown} for {self.name}; "
+                             f"it accepts {sorted(accepted - {'targeted', 'true_labels'})}")
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+
+def _keyword_parameters(fn: Callable[..., AttackResult]) -> set[str]:
+    """Keyword parameters of an attack; StrAttack's ``**kwargs`` go to :func:`admm_attack`."""
+    params = inspect.signature(fn).parameters
+    names = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        names |= _keyword_parameters(attacks.admm_attack)
+    return names
 
 
 @dataclass

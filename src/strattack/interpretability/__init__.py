@@ -1,7 +1,7 @@
 """Interpretability of adversarial perturbations (StrAttack paper, Section 6 and Appendix E).
 
 * :func:`asm`: adversarial saliency map, eq. (61) (default) or eq. (60);
-* :func:`asm_mask` / :func:`cam_mask`: Boolean maps ``B`` of the entries at or above a per-image
+* :func:`asm_mask` / :func:`cam_mask`: Boolean maps ``B`` of the entries above a per-image
   percentile of the ASM / CAM scores;
 * :func:`interpretability_score`: ``IS = ||B o delta||_2 / ||delta||_2``, eq. (23) (NaN for
   delta = 0); :func:`interpretability_curve`: IS versus the percentile (Fig. 3(a));

@@ -1,0 +1,85 @@
+"""Measure the interpretability claim of Section 6 on many examples at once.
+
+For every example (x0, t0, t) and every attack's perturbation delta:
+
+* ASM-based IS (Fig. 3(a)): ``IS(delta)`` with ``B_ASM`` = ASM(x0, t) above its nu-th percentile,
+  for each nu in ``percentiles``; the ASM does not depend on the attack, so it is computed once
+  per example (two backward passes) and shared by all attacks;
+* CAM-based IS (Sec. 6, "By replacing ASM with CAM"): the same with the CAM of the original image
+  under its true class t0 (the most discriminative region of x0 for t0), broadcast over channels.
+  The paper does not give the CAM threshold; we report the whole curve.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .asm import asm
+from .cam import cam, find_cam_layers
+from .score import interpretability_curve
+
+__all__ = ["PERCENTILES", "InterpretabilityCurves", "measure_interpretability"]
+
+#: Fig. 3(a): from the 30th to the 90th percentile.
+PERCENTILES: tuple[float, ...] = (30, 40, 50, 60, 70, 80, 90)
+
+
+@dataclass
+class InterpretabilityCurves:
+    """Per attack a (P, N) tensor of IS values (NaN where delta = 0); ``cam_is`` is None for
+    models without a global-average-pooling + linear head."""
+
+    percentiles: tuple[float, ...]
+    asm_is: dict[str, Tensor] = field(default_factory=dict)
+    cam_is: dict[str, Tensor] | None = None
+
+    def means(self) -> dict[str, dict[str, list[float]]]:
+        """{"asm": {attack: [mean IS per percentile]}, "cam": {...}} (nan-aware means)."""
+        out = {"asm": {k: torch.nanmean(v, dim=1).tolist() for k, v in self.asm_is.items()}}
+        if self.cam_is is not None:
+            out["cam"] = {k: torch.nanmean(v, dim=1).tolist() for k, v in self.cam_is.items()}
+        return out
+
+
+def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tensor,
+                             targets: Tensor, deltas: Mapping[str, Tensor],
+                             percentiles: Sequence[float] = PERCENTILES, *,
+                             batch_size: int = 32, use_cam: bool | None = None,
+                             strict: bool = True) -> InterpretabilityCurves:
+    """ASM- and CAM-based IS curves of each attack's ``deltas[name]`` (N, C, H, W) on ``inputs``.
+
+    ``use_cam``: None = when the model has a GAP + linear head (:func:`find_cam_layers`)."""
+    n = len(inputs)
+    for name, delta in deltas.items():
+        if delta.shape != inputs.shape:
+            raise ValueError(f"perturbation of {name!r} has shape {tuple(delta.shape)}, inputs "
+                             f"{tuple(inputs.shape)}")
+    layers = None
+    if use_cam is not False:
+        try:
+            layers = find_cam_layers(model, inputs[:1])
+        except ValueError:
+            if use_cam:
+                raise
+    result = InterpretabilityCurves(tuple(percentiles))
+    asm_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
+    cam_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        x, y, t = inputs[sl], true_labels[sl], targets[sl]
+        scores = asm(model, x, y, t)
+        maps = None
+        if layers is not None:
+            maps = cam(model, x, y, features=layers[0], classifier=layers[1])[:, None]
+        for name, delta in deltas.items():
+            d = delta[sl].to(x.device, x.dtype)
+            asm_parts[name].append(interpretability_curve(scores, d, percentiles, strict=strict))
+            if maps is not None:
+                cam_parts[name].append(interpretability_curve(maps, d, percentiles, strict=strict))
+    result.asm_is = {k: torch.cat(v, dim=1).cpu() for k, v in asm_parts.items()}
+    if layers is not None:
+        result.cam_is = {k: torch.cat(v, dim=1).cpu() for k, v in cam_parts.items()}
+    return result
