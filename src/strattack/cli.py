@@ -170,6 +170,8 @@ def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, 
               help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data).")
 @click.option("--bundled", is_flag=True, default=None,
               help="Use the 100 test images shipped with the package (no dataset needed).")
+@click.option("--download", is_flag=True, default=None,
+              help="Fetch missing MNIST / CIFAR-10 files into --data-root first (needs internet).")
 @click.option("--model", "model_spec", default=None,
               help="Bundled model name (default: the dataset's) or package.module:callable.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -244,14 +246,15 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
 
     dataset, model_spec = str(opt["dataset"]), opt.get("model_spec")
     try:
-        data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]))
+        data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]),
+                                    bool(opt.get("download")))
         if model_spec is None:
             if dataset not in ("mnist", "cifar10"):
                 raise click.UsageError("--model is required for an image folder "
                                        "(e.g. efficientnet_lite0)")
             model_spec = dataset
         model = load_model(str(model_spec), opt.get("weights"), device=opt["device"])
-    except (FileNotFoundError, ValueError, ImportError) as err:
+    except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
     images = data.images.to(opt["device"])
     if opt.get("indices"):

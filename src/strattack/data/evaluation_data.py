@@ -38,11 +38,12 @@ class EvaluationData:
 
 
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
-                         bundled: bool = False) -> EvaluationData:
+                         bundled: bool = False, download: bool = False) -> EvaluationData:
     """``dataset``: ``"mnist"``, ``"cifar10"`` (test split; CIFAR-10 restricted to its exact
     images 0..845) or the path of an image folder with a ``labels.csv`` (ImageNet-style, see
     :func:`strattack.data.image_folder.load_image_folder`; 224x224 after resize + center crop).
-    ``bundled``: use the 100 test images shipped with the package instead of ``data_root``."""
+    ``bundled``: use the 100 test images shipped with the package instead of ``data_root``;
+    ``download``: fetch missing MNIST / CIFAR-10 files into ``data_root`` first."""
     if dataset in ("mnist", "cifar10"):
         names = [str(i) for i in range(10)] if dataset == "mnist" else list(CIFAR10_CLASSES)
         if bundled:
@@ -50,7 +51,7 @@ def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
         else:
             root = Path(data_root) if data_root is not None else default_data_root()
             loader = load_mnist if dataset == "mnist" else load_cifar10
-            images, labels = loader(root, split="test")
+            images, labels = loader(root, split="test", download=download)
             if dataset == "cifar10":
                 images, labels = images[:CIFAR10_EXACT_TEST], labels[:CIFAR10_EXACT_TEST]
             ids = torch.arange(len(images))

@@ -32,7 +32,7 @@ __all__ = ["CASES", "NORMS", "case_rows", "report_rows", "write_report"]
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "l0", "l1", "l2", "linf",
-                  "groups", "passes/ex", "s/ex")
+                  "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -47,7 +47,8 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
     by_image: dict[int, list[ExampleRecord]] = defaultdict(list)
     for r in records:
         by_image[r.image].append(r)
-    passes = _mean([r.forward_passes + r.backward_passes for r in records])
+    forward = _mean([r.forward_passes for r in records])
+    backward = _mean([r.backward_passes for r in records])
     seconds = _mean([r.seconds for r in records])
     rows = []
     for case in cases:
@@ -69,7 +70,9 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
                                   "examples": len(records), "ASR %": 100.0 * asr}
         for name in (*NORMS, "groups"):
             row[name] = _mean([getattr(r, name) for r in chosen])
-        row["passes/ex"] = passes
+        row["fwd/ex"] = forward
+        row["bwd/ex"] = backward
+        row["passes/ex"] = forward + backward
         row["s/ex"] = seconds
         rows.append(row)
     return rows
