@@ -298,3 +298,46 @@ def test_shipped_configs_are_valid(config):
     assert specs and len({s.display for s in specs}) == len(specs)
     allowed = {"dataset", "model", "targets", "num_targets", "seed", "batch_size", "num_images"}
     assert set(data) <= allowed, set(data) - allowed
+
+
+def test_eval_on_an_image_folder_with_a_user_model_and_weights(tmp_path):
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(TESTS))
+    import rgb_model
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (256, 300, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    (folder / "labels.csv").write_text("filename,label_index,class_name\n0.png,1,cat\n"
+                                       "1.png,2,dog\n2.png,999,tissue\n")
+    model = rgb_model.build()
+    with torch.no_grad():
+        model[-1].weight.mul_(3)            # weights differ from build()'s: loading must matter
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    from strattack.models.loading import load_model
+
+    for weights in ("w.safetensors", "w.pt"):
+        loaded = load_model("rgb_model:build", tmp_path / weights)
+        assert torch.equal(loaded[-1].weight, model[-1].weight) and not loaded.training
+    res = CliRunner().invoke(main, ["eval", "--dataset", str(folder), "--model", "rgb_model:build",
+                                    "--weights", str(tmp_path / "w.safetensors"), "--indices",
+                                    "0,1,2", "--targets", "random", "-k", "2", "-a", "fgm",
+                                    "--no-progress", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "3 images" in res.output and "6 examples" in res.output
+    with ResultStore(tmp_path / "out" / "results.sqlite") as store:
+        assert store.meta()["group_size"] == "13"
+        (key,) = store.attacks()
+        recs = list(store.records(key, with_perturbation=True))
+    assert len(recs) == 6 and recs[0].perturbation.shape == (3, 224, 224)
+    res = CliRunner().invoke(main, ["eval", "--dataset", str(folder), "-a", "fgm", "-o",
+                                    str(tmp_path / "o2")])
+    assert res.exit_code != 0 and "--model is required" in res.output
+    res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
+                                    "rgb_model:nosuch", "-a", "fgm", "-o", str(tmp_path / "o3")])
+    assert res.exit_code != 0 and "no callable 'nosuch'" in res.output
