@@ -341,3 +341,19 @@ def test_eval_on_an_image_folder_with_a_user_model_and_weights(tmp_path):
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
                                     "rgb_model:nosuch", "-a", "fgm", "-o", str(tmp_path / "o3")])
     assert res.exit_code != 0 and "no callable 'nosuch'" in res.output
+
+
+def test_labels_given_by_a_run_name_attacks_in_reports(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        a = store.add_attack("str_attack", {"tau": 0.5})
+        b = store.add_attack("str_attack", {"tau": 2.0}, label="StrAttack")
+        for key in (a, b):
+            store.write(key, [record(0, 1)])
+        labels = [r["attack"] for r in report_rows(store) if r["case"] == "best"]
+    assert labels == ["str_attack (tau=0.5)", "StrAttack"]
+    with ResultStore(tmp_path / "s.sqlite") as store:           # a later label replaces it
+        store.add_attack("str_attack", {"tau": 2.0}, label="StrAttack tau=2")
+        assert list(store.labels().values()) == ["StrAttack tau=2"]
+    merge_stores(tmp_path / "m.sqlite", [tmp_path / "s.sqlite"])
+    with ResultStore(tmp_path / "m.sqlite") as store:
+        assert list(store.labels().values()) == ["StrAttack tau=2"]

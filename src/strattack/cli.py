@@ -355,7 +355,7 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
     """Model, data, (image ids, true labels, targets) and perturbations of the first ``num``
     examples that every chosen attack got right, from a `strattack eval` store."""
     from .data.evaluation_data import load_evaluation_data
-    from .evaluation.report import default_labels
+    from .evaluation.report import store_labels
     from .evaluation.store import ResultStore
     from .models.loading import load_model
 
@@ -364,7 +364,7 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
         raise click.ClickException(f"no store {path} (run `strattack eval ... -o {run_dir}`)")
     with ResultStore(path) as store:
         meta = store.meta()
-        labels = default_labels(store.attacks())
+        labels = store_labels(store)
         by_label = {v: k for k, v in labels.items()}
         chosen = list(attacks) or list(by_label)[:2]
         unknown = [a for a in chosen if a not in by_label]

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from .store import ExampleRecord, ResultStore
 
-__all__ = ["CASES", "NORMS", "case_rows", "report_rows", "write_report"]
+__all__ = ["CASES", "NORMS", "case_rows", "default_labels", "report_rows", "store_labels",
+           "write_report"]
 
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
@@ -85,7 +86,7 @@ def report_rows(store: ResultStore, rank_by: str = "l2",
     ``labels`` maps attack keys to display names; by default the name plus the parameters that
     differ between stored attacks of the same name."""
     attacks = store.attacks()
-    labels = labels or default_labels(attacks)
+    labels = labels or store_labels(store)
     rows: list[dict[str, object]] = []
     for key in attacks:
         records = list(store.records(key))
@@ -94,8 +95,10 @@ def report_rows(store: ResultStore, rank_by: str = "l2",
     return rows
 
 
-def default_labels(attacks: dict[str, tuple[str, dict]]) -> dict[str, str]:
-    """``name`` when unique in the store, else ``name (k=v, ...)`` with the differing params."""
+def default_labels(attacks: dict[str, tuple[str, dict]],
+                   given: dict[str, str] | None = None) -> dict[str, str]:
+    """The label a run gave an attack; else ``name`` when unique in the store, else
+    ``name (k=v, ...)`` with the parameters that differ between attacks of that name."""
     by_name: dict[str, list[str]] = defaultdict(list)
     for key, (name, _) in attacks.items():
         by_name[name].append(key)
@@ -110,7 +113,16 @@ def default_labels(attacks: dict[str, tuple[str, dict]]) -> dict[str, str]:
         for key, params in zip(keys, all_params):
             shown = ", ".join(f"{p}={params.get(p, 'default')}" for p in differing)
             labels[key] = f"{name} ({shown})"
+    labels.update({k: v for k, v in (given or {}).items() if k in labels})
+    if len(set(labels.values())) < len(labels):       # keep labels unique
+        labels = {k: v if list(labels.values()).count(v) == 1 else f"{v} [{k}]"
+                  for k, v in labels.items()}
     return labels
+
+
+def store_labels(store: ResultStore) -> dict[str, str]:
+    """Display label of every attack in ``store`` (see :func:`default_labels`)."""
+    return default_labels(store.attacks(), store.labels())
 
 
 def write_report(rows: list[dict[str, object]], out_dir: str | Path, stem: str = "report") -> list[Path]:

@@ -139,7 +139,7 @@ def run_evaluation(
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
               if group_size else None)
     mine = [t for t in tasks if in_shard(*t, shard)]
-    keys = [store.add_attack(s.name, dict(s.params)) for s in specs]
+    keys = [store.add_attack(s.name, dict(s.params), s.label) for s in specs]
     todo = {}
     for spec, key in zip(specs, keys):
         done = store.done(key)

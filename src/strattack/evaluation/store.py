@@ -28,7 +28,8 @@ SCHEMA_VERSION = "1"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attacks (
-    key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL);
+    key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL,
+    label TEXT);                   -- display name given by the run (e.g. from a config file)
 CREATE TABLE IF NOT EXISTS examples (
     attack TEXT NOT NULL REFERENCES attacks(key),
     image INTEGER NOT NULL,        -- index of the image in the dataset
@@ -94,6 +95,9 @@ class ResultStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(attacks)")}
+        if "label" not in columns:      # stores written before labels were kept
+            self._db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
         self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
 
     def _check_meta(self, meta: Mapping[str, str]) -> None:
@@ -128,6 +132,11 @@ class ResultStore:
         rows = self._db.execute("SELECT key, name, params FROM attacks ORDER BY rowid")
         return {k: (n, json.loads(p)) for k, n, p in rows}
 
+    def labels(self) -> dict[str, str]:
+        """attack key -> the label a run gave it (attacks without one are left out)."""
+        rows = self._db.execute("SELECT key, label FROM attacks WHERE label IS NOT NULL")
+        return dict(rows.fetchall())
+
     def done(self, key: str) -> set[tuple[int, int]]:
         """(image, target) pairs already finished for the attack ``key``."""
         rows = self._db.execute("SELECT image, target FROM examples WHERE attack = ?", (key,))
@@ -153,11 +162,15 @@ class ResultStore:
                                 float(vals[11]), int(vals[12]), delta)
 
     # ---------------------------------------------------------------- writing
-    def add_attack(self, name: str, params: Mapping[str, Any]) -> str:
+    def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None) -> str:
+        """Register an attack configuration (idempotent) and return its key; a ``label``
+        replaces the one stored before."""
         key = attack_key(name, params)
         with self._transaction():
-            self._db.execute("INSERT OR IGNORE INTO attacks VALUES (?, ?, ?)",
+            self._db.execute("INSERT OR IGNORE INTO attacks (key, name, params) VALUES (?, ?, ?)",
                              (key, name, json.dumps(dict(params), sort_keys=True)))
+            if label is not None:
+                self._db.execute("UPDATE attacks SET label = ? WHERE key = ?", (label, key))
         return key
 
     def write(self, key: str, records: Iterable[ExampleRecord]) -> int:
@@ -203,7 +216,11 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
             try:
                 with out._transaction():
                     before = out._db.total_changes
-                    out._db.execute("INSERT OR IGNORE INTO attacks SELECT * FROM src.attacks")
+                    src_cols = {row[1] for row in
+                                out._db.execute("PRAGMA src.table_info(attacks)")}
+                    label = "label" if "label" in src_cols else "NULL"
+                    out._db.execute("INSERT OR IGNORE INTO attacks (key, name, params, label) "
+                                    f"SELECT key, name, params, {label} FROM src.attacks")
                     n_attacks = out._db.total_changes - before
                     out._db.execute("INSERT OR IGNORE INTO examples SELECT * FROM src.examples")
                     added[str(src)] = out._db.total_changes - before - n_attacks

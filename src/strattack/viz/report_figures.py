@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..evaluation.report import default_labels  # noqa: E402
+from ..evaluation.report import store_labels  # noqa: E402
 from ..evaluation.store import ResultStore  # noqa: E402
 from ..solver.groups import GroupSpec  # noqa: E402
 from .figures import group_heatmap, save_figure  # noqa: E402
@@ -22,7 +22,7 @@ __all__ = ["plot_l0_histogram", "plot_group_heatmaps"]
 
 def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
     """Histogram of l0 (changed entries) over the successful examples of every attack."""
-    labels = default_labels(store.attacks())
+    labels = store_labels(store)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     data = {labels[k]: [r.l0 for r in store.records(k) if r.success] for k in labels}
     data = {k: v for k, v in data.items() if v}
@@ -42,7 +42,7 @@ def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
 def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4) -> Path:
     """For the first ``examples`` successful (image, target) pairs common to all attacks: one
     row per attack, the mean |delta| per group (groups of the store's group size)."""
-    labels = default_labels(store.attacks())
+    labels = store_labels(store)
     size = int(store.meta().get("group_size", 2))
     records = {k: {(r.image, r.target): r for r in store.records(k, with_perturbation=True)
                    if r.success} for k in labels}
