@@ -255,3 +255,30 @@ def test_figures_write_png(tmp_path):
         paths.append(plot_cam_panels(x[0], {k: a[0] for k, a in adv.items()}, cams,
                                      tmp_path / "sub" / "cam.png", class_names=("cat", "dog")))
     assert all(is_png(p) for p in paths)
+
+
+def test_measure_interpretability_equals_direct_computation_in_any_batching():
+    from strattack.interpretability.analysis import measure_interpretability
+
+    model = tiny_gap(seed=3, channels=3, classes=4).double()
+    torch.manual_seed(3)
+    x = torch.rand(5, 3, 8, 8, dtype=torch.float64)
+    y, t = torch.tensor([0, 1, 2, 3, 0]), torch.tensor([1, 2, 3, 0, 2])
+    deltas = {"sparse": torch.randn_like(x) * (torch.rand_like(x) < 0.2),
+              "dense": torch.randn_like(x)}
+    got = measure_interpretability(model, x, y, t, deltas, (30, 60, 90), batch_size=2)
+    whole = measure_interpretability(model, x, y, t, deltas, (30, 60, 90), batch_size=5)
+    scores = asm(model, x, y, t)
+    maps = cam(model, x, y)[:, None]
+    for name, d in deltas.items():
+        want = torch.stack([interpretability_score(d, asm_mask(scores, p)) for p in (30, 60, 90)])
+        close(got.asm_is[name], want)
+        close(whole.asm_is[name], want)
+        want_cam = torch.stack([interpretability_score(d, cam_mask(maps, p)) for p in (30, 60, 90)])
+        close(got.cam_is[name], want_cam)
+    means = got.means()
+    assert set(means) == {"asm", "cam"} and len(means["asm"]["dense"]) == 3
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(192, 4)).double()
+    assert measure_interpretability(linear, x, y, t, deltas).cam_is is None
+    with pytest.raises(ValueError, match="global average pooling"):
+        measure_interpretability(linear, x, y, t, deltas, use_cam=True)
