@@ -303,7 +303,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
               help="Also write l0 histograms and group-sparsity heatmaps (PNG).")
 @click.option("--examples", type=click.IntRange(0), default=4, show_default=True,
               help="Examples per attack in the heatmap figure.")
-def report(run_dir: Path, rank_by: str, figures: bool, examples: int) -> None:
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder, to show originals and adversarial examples in the figure.")
+def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
+           data_root: Path | None) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes RUN_DIR/report.csv and report.json (+ PNG figures)."""
@@ -324,10 +327,17 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int) -> None:
         click.echo(markdown_table(rows, REPORT_COLUMNS))
         written = write_report(rows, run_dir)
         if figures:
+            from .evaluation.stored import load_store_context
             from .viz.report_figures import plot_group_heatmaps, plot_l0_histogram
 
             written.append(plot_l0_histogram(store, run_dir / "l0_histogram.png"))
-            written.append(plot_group_heatmaps(store, run_dir / "group_heatmaps.png", examples))
+            try:
+                context = load_store_context(store, data_root)
+            except (FileNotFoundError, ValueError, ImportError) as err:
+                context = None
+                click.echo(f"note: heatmaps without the images ({err})")
+            written.append(plot_group_heatmaps(store, run_dir / "group_heatmaps.png", examples,
+                                               context))
     click.echo(f"best/worst: easiest/hardest target by {rank_by}; norms are means over "
                "successful examples; passes/ex and s/ex over all examples")
     click.echo("wrote " + ", ".join(str(p) for p in written))
@@ -352,44 +362,27 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
 
 def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | None,
                      num: int, device: str) -> tuple[Any, ...]:
-    """Model, data, (image ids, true labels, targets) and perturbations of the first ``num``
-    examples that every chosen attack got right, from a `strattack eval` store."""
-    from .data.evaluation_data import load_evaluation_data
+    """Model, data, rows, targets and perturbations of the first ``num`` examples that every
+    chosen attack (default: the first two) got right, from a `strattack eval` store."""
     from .evaluation.report import store_labels
     from .evaluation.store import ResultStore
-    from .models.loading import load_model
+    from .evaluation.stored import common_successes, load_store_context
 
     path = run_dir / STORE_NAME
     if not path.is_file():
         raise click.ClickException(f"no store {path} (run `strattack eval ... -o {run_dir}`)")
     with ResultStore(path) as store:
-        meta = store.meta()
-        labels = store_labels(store)
-        by_label = {v: k for k, v in labels.items()}
-        chosen = list(attacks) or list(by_label)[:2]
-        unknown = [a for a in chosen if a not in by_label]
-        if unknown:
-            raise click.ClickException(f"attacks {unknown} not in {path}; it has {list(by_label)}")
-        records = {a: {(r.image, r.target): r for r in
-                       store.records(by_label[a], with_perturbation=True) if r.success}
-                   for a in chosen}
-    common = sorted(set.intersection(*(set(v) for v in records.values())))[:num]
-    if not common:
-        raise click.ClickException(f"no example is adversarial under all of {chosen}")
-    if any(t < 0 for _, t in common):
-        raise click.ClickException("explain needs targeted examples (ASM is defined for a target)")
-    try:
-        data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True")
-        weights = None if meta.get("weights") in (None, "None") else meta["weights"]
-        model = load_model(meta["model"], weights, device=device)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        raise click.ClickException(str(err)) from err
-    row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
-    rows = torch.tensor([row_of[i] for i, _ in common])
-    targets = torch.tensor([t for _, t in common])
-    deltas = {a: torch.stack([torch.from_numpy(records[a][k].perturbation) for k in common])
-              for a in chosen}
-    return model, data, rows, targets, deltas
+        try:
+            found = common_successes(store, list(attacks) or list(store_labels(store).values())[:2],
+                                     num)
+            if not found.pairs:
+                raise ValueError(f"no example is adversarial under all of {found.labels}")
+            if any(t < 0 for _, t in found.pairs):
+                raise ValueError("explain needs targeted examples (ASM is defined for a target)")
+            model, data = load_store_context(store, data_root, device)
+        except (FileNotFoundError, ValueError, ImportError) as err:
+            raise click.ClickException(str(err)) from err
+    return model, data, found.rows(data), found.targets, found.deltas
 
 
 @main.command()

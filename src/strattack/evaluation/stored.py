@@ -1,0 +1,63 @@
+"""Read a finished evaluation back: the examples that several attacks all got right, with their
+perturbations, and the model and images the store refers to (from its ``meta``)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..data.evaluation_data import EvaluationData, load_evaluation_data
+from ..models.loading import load_model
+from .report import store_labels
+from .store import ResultStore
+
+__all__ = ["CommonExamples", "common_successes", "load_store_context"]
+
+
+class CommonExamples:
+    """(image id, target) pairs adversarial under every chosen attack, sorted, and per attack
+    label the (N, C, H, W) perturbations of those pairs."""
+
+    def __init__(self, labels: list[str], pairs: list[tuple[int, int]],
+                 deltas: dict[str, Tensor]) -> None:
+        self.labels, self.pairs, self.deltas = labels, pairs, deltas
+
+    def rows(self, data: EvaluationData) -> Tensor:
+        """Row of every pair's image in ``data``."""
+        row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
+        return torch.tensor([row_of[i] for i, _ in self.pairs], dtype=torch.long)
+
+    @property
+    def targets(self) -> Tensor:
+        return torch.tensor([t for _, t in self.pairs], dtype=torch.long)
+
+
+def common_successes(store: ResultStore, labels: Sequence[str] | None = None,
+                     limit: int | None = None) -> CommonExamples:
+    """The first ``limit`` examples adversarial under all attacks ``labels`` (default: every
+    attack with stored examples). Raises ValueError naming the available labels for an unknown
+    one."""
+    by_label = {v: k for k, v in store_labels(store).items()}
+    chosen = list(labels) if labels else [a for a, k in by_label.items() if store.count(k)]
+    unknown = [a for a in chosen if a not in by_label]
+    if unknown:
+        raise ValueError(f"attacks {unknown} not in {store.path}; it has {list(by_label)}")
+    records = {a: {(r.image, r.target): r for r in
+                   store.records(by_label[a], with_perturbation=True) if r.success}
+               for a in chosen}
+    pairs = sorted(set.intersection(*(set(v) for v in records.values()))) if records else []
+    pairs = pairs[:limit] if limit is not None else pairs
+    deltas = {a: (torch.stack([torch.from_numpy(records[a][k].perturbation) for k in pairs])
+                  if pairs else torch.empty(0)) for a in chosen}
+    return CommonExamples(chosen, pairs, deltas)
+
+
+def load_store_context(store: ResultStore, data_root: str | Path | None = None,
+                       device: str | torch.device = "cpu") -> tuple[nn.Module, EvaluationData]:
+    """The model and the evaluation images a store was made with (per its ``meta``)."""
+    meta = store.meta()
+    data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True")
+    weights = None if meta.get("weights") in (None, "None") else meta["weights"]
+    return load_model(meta["model"], weights, device=device), data
