@@ -402,13 +402,15 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
               help="Examples drawn as Fig. 3(b) / Fig. 4 panels.")
 @click.option("--mask-percentile", type=click.FloatRange(0, 100), default=90, show_default=True,
               help="nu of B_ASM in the Fig. 3(b) panels (the paper uses the 90th percentile).")
+@click.option("--asm-variant", type=click.Choice(["61", "60"]), default="61", show_default=True,
+              help="ASM of eq. (61) (true vs target logit) or eq. (60) (target vs all others).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: RUN_DIR/explain, or ./explain].")
 def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             dataset: str | None, bundled: bool, model_spec: str | None, image_index: int | None,
             target: int | None, data_root: Path | None, num_figures: int,
-            mask_percentile: float, device: str, out: Path | None) -> None:
+            mask_percentile: float, asm_variant: str, device: str, out: Path | None) -> None:
     """Interpretability of perturbations (Sec. 6): ASM-based IS vs percentile (Fig. 3a),
     CAM-based IS, and ASM / CAM panels (Fig. 3b, Fig. 4), from a stored evaluation or by
     attacking one image (--dataset, --image, --target) with StrAttack and C&W-l2."""
@@ -428,7 +430,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
     x = data.images[rows].to(device)
     y = data.labels[rows].to(device)
     targets = targets.to(device)
-    curves = measure_interpretability(model, x, y, targets, deltas)
+    curves = measure_interpretability(model, x, y, targets, deltas, variant=asm_variant)
     means = curves.means()
     out.mkdir(parents=True, exist_ok=True)
     from .viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
@@ -440,14 +442,15 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             curves.percentiles, means["cam"], out / "cam_is.png",
             title=f"CAM-based IS (CAM of the true class), {len(rows)} examples",
             ylabel="mean IS with B = CAM above percentile"))
-    summary = {"examples": len(rows), "percentiles": list(curves.percentiles), **means}
+    summary = {"examples": len(rows), "asm_variant": asm_variant,
+               "percentiles": list(curves.percentiles), **means}
     (out / "interpretability.json").write_text(json.dumps(summary, indent=1) + "\n")
     written.append(out / "interpretability.json")
     for j in range(min(num_figures, len(rows))):
         xj, yj, tj = x[j : j + 1], y[j : j + 1], targets[j : j + 1]
         names = (data.class_names[int(yj)], data.class_names[int(tj)])
         tag = f"{int(data.ids[rows[j]])}_to_{int(tj)}"
-        scores = asm(model, xj, yj, tj)
+        scores = asm(model, xj, yj, tj, variant=asm_variant)
         written.append(plot_asm_panels(xj[0], scores[0], {a: d[j] for a, d in deltas.items()},
                                        mask_percentile, out / f"asm_{tag}.png", class_names=names))
         if "cam" in means:

@@ -48,10 +48,11 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
                              targets: Tensor, deltas: Mapping[str, Tensor],
                              percentiles: Sequence[float] = PERCENTILES, *,
                              batch_size: int = 32, use_cam: bool | None = None,
-                             strict: bool = True) -> InterpretabilityCurves:
+                             strict: bool = True, variant: str = "61") -> InterpretabilityCurves:
     """ASM- and CAM-based IS curves of each attack's ``deltas[name]`` (N, C, H, W) on ``inputs``.
 
-    ``use_cam``: None = when the model has a GAP + linear head (:func:`find_cam_layers`)."""
+    ``use_cam``: None = when the model has a GAP + linear head (:func:`find_cam_layers`);
+    ``variant``: the ASM, eq. ``"61"`` or ``"60"`` (see :func:`asm`)."""
     n = len(inputs)
     for name, delta in deltas.items():
         if delta.shape != inputs.shape:
@@ -70,7 +71,7 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         x, y, t = inputs[sl], true_labels[sl], targets[sl]
-        scores = asm(model, x, y, t)
+        scores = asm(model, x, y, t, variant=variant)
         maps = None
         if layers is not None:
             maps = cam(model, x, y, features=layers[0], classifier=layers[1])[:, None]
