@@ -125,7 +125,7 @@ def plot_asm_panels(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, Array
     top = float(pixel_scores.max())
     im = ax.imshow((pixel_scores / (top or 1.0)).numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set_title("ASM" + (f" (target: {target_name})" if target_name else "")
-                 + f"\n≥ {mask_percentile:g}th pct: {mask.double().mean():.0%} kept", fontsize=8)
+                 + f"\n> {mask_percentile:g}th pct: {mask.double().mean():.0%} kept", fontsize=8)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label(f"ASM score / max (max = {top:.2g})", fontsize=7)
     bar.ax.tick_params(labelsize=6)
