@@ -357,3 +357,13 @@ def test_labels_given_by_a_run_name_attacks_in_reports(tmp_path):
     merge_stores(tmp_path / "m.sqlite", [tmp_path / "s.sqlite"])
     with ResultStore(tmp_path / "m.sqlite") as store:
         assert list(store.labels().values()) == ["StrAttack tau=2"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give RUN_DIR, or --dataset, --image and --target"),
+    (["--dataset", "mnist", "--bundled", "--image", "0", "--target", "7"], "other than the true class 7"),
+    (["--dataset", "mnist", "--bundled", "--image", "5000", "--target", "1"], "not in the dataset"),
+])
+def test_explain_single_image_errors(tmp_path, args, message):
+    res = CliRunner().invoke(main, ["explain", *args, "-o", str(tmp_path)])
+    assert res.exit_code != 0 and message in res.output, res.output
