@@ -201,8 +201,9 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
 
     Re-running the same command resumes: finished examples are skipped. Example:
 
-        strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all
-        -a str_attack -a cw_l2 -o runs/mnist
+    \b
+        strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
+            -a str_attack -a cw_l2 -o runs/mnist
     """
     from .data.evaluation_data import load_evaluation_data
     from .evaluation.runner import run_evaluation
@@ -411,7 +412,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             dataset: str | None, bundled: bool, model_spec: str | None, image_index: int | None,
             target: int | None, data_root: Path | None, num_figures: int,
             mask_percentile: float, asm_variant: str, device: str, out: Path | None) -> None:
-    """Interpretability of perturbations (Sec. 6): ASM-based IS vs percentile (Fig. 3a),
+    """Interpretability of perturbations (paper section 6): ASM-based IS vs percentile (Fig. 3a),
     CAM-based IS, and ASM / CAM panels (Fig. 3b, Fig. 4), from a stored evaluation or by
     attacking one image (--dataset, --image, --target) with StrAttack and C&W-l2."""
     from .interpretability import asm, cam
