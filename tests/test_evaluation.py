@@ -229,6 +229,8 @@ def test_eval_and_report_end_to_end(tmp_path):
     (["--dataset", "mnist", "--bundled", "-a", "deepfool"], "unknown attack"),
     (["--dataset", "mnist", "--bundled"], "no attack given"),
     (["--dataset", "{tmp}/nofolder", "-a", "fgm"], "nofolder"),
+    (["--dataset", "mnist", "--bundled", "--indices", "3,5000", "-a", "fgm"],
+     "images [5000] are not in the dataset"),
 ])
 def test_eval_errors_are_clear(tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

@@ -260,11 +260,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     images = data.images.to(opt["device"])
     if opt.get("indices"):
         wanted = [int(i) for i in str(opt["indices"]).split(",")]
-        row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
-        bad = [i for i in wanted if i not in row_of]
-        if bad:
-            raise click.UsageError(f"--indices {bad} not in the dataset ({len(data.ids)} images)")
-        rows = [row_of[i] for i in wanted]
+        try:
+            rows = data.rows(wanted).tolist()
+        except ValueError as err:
+            raise click.UsageError(f"--indices: {err}") from err
     else:
         rows = correctly_classified(model, images, data.labels, opt.get("num_images"))
     chosen_ids = data.ids[rows].tolist()
@@ -482,10 +481,10 @@ def _attack_one(dataset: str, bundled: bool, model_spec: str | None, data_root: 
         model = load_model(model_spec or dataset, None, device=device)
     except (FileNotFoundError, ValueError, ImportError) as err:
         raise click.ClickException(str(err)) from err
-    row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
-    if image_index not in row_of:
-        raise click.UsageError(f"--image {image_index} is not in the dataset")
-    rows = torch.tensor([row_of[image_index]])
+    try:
+        rows = data.rows([image_index])
+    except ValueError as err:
+        raise click.UsageError(f"--image: {err}") from err
     if not 0 <= target < data.num_classes or target == int(data.labels[rows[0]]):
         raise click.UsageError(f"--target must be a class in [0, {data.num_classes}) other than "
                                f"the true class {int(data.labels[rows[0]])}")

@@ -36,6 +36,16 @@ class EvaluationData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def rows(self, ids: list[int]) -> Tensor:
+        """Positions in ``images`` of the images with these dataset ``ids``; ValueError naming
+        the ids that are not in this data."""
+        row_of = {int(i): r for r, i in enumerate(self.ids.tolist())}
+        missing = [i for i in ids if int(i) not in row_of]
+        if missing:
+            raise ValueError(f"images {missing[:10]} are not in the dataset "
+                             f"({len(self.ids)} images)")
+        return torch.tensor([row_of[int(i)] for i in ids], dtype=torch.long)
+
 
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
                          bundled: bool = False, download: bool = False) -> EvaluationData:

@@ -139,6 +139,11 @@ def run_evaluation(
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
               if group_size else None)
     mine = [t for t in tasks if in_shard(*t, shard)]
+    # Checked before anything is written to the store.
+    row_of = {int(i): r for r, i in enumerate(ids if ids is not None else range(len(inputs)))}
+    missing = sorted({i for i, _ in mine if i not in row_of})
+    if missing:
+        raise ValueError(f"tasks refer to images {missing[:10]} that are not in the inputs")
     keys = [store.add_attack(s.name, dict(s.params), s.label) for s in specs]
     todo = {}
     for spec, key in zip(specs, keys):
@@ -149,10 +154,6 @@ def run_evaluation(
         summary.successes[spec.display] = 0
     total = sum(len(v) for v in todo.values())
     device = inputs.device
-    row_of = {int(i): r for r, i in enumerate(ids if ids is not None else range(len(inputs)))}
-    missing = sorted({i for i, _ in mine if i not in row_of})
-    if missing:
-        raise ValueError(f"tasks refer to images {missing[:10]} that are not in the inputs")
     start_all = time.perf_counter()
     bar = _progress(total, progress)
     try:

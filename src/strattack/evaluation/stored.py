@@ -26,8 +26,7 @@ class CommonExamples:
 
     def rows(self, data: EvaluationData) -> Tensor:
         """Row of every pair's image in ``data``."""
-        row_of = {int(i): r for r, i in enumerate(data.ids.tolist())}
-        return torch.tensor([row_of[i] for i, _ in self.pairs], dtype=torch.long)
+        return data.rows([i for i, _ in self.pairs])
 
     @property
     def targets(self) -> Tensor:
