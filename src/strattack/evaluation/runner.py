@@ -154,6 +154,7 @@ def run_evaluation(
         summary.successes[spec.display] = 0
     total = sum(len(v) for v in todo.values())
     device = inputs.device
+    labels = labels.to(device)
     start_all = time.perf_counter()
     bar = _progress(total, progress)
     try:
@@ -164,7 +165,7 @@ def run_evaluation(
                 batch = pending[b : b + batch_size]
                 idx = torch.tensor([row_of[i] for i, _ in batch], device=device)
                 x = inputs[idx]
-                y = labels.to(device)[idx]
+                y = labels[idx]
                 target = torch.tensor([t for _, t in batch], device=device)
                 untargeted = (target == UNTARGETED).all().item()
                 if not untargeted and (target == UNTARGETED).any():
