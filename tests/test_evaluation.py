@@ -369,3 +369,21 @@ def test_labels_given_by_a_run_name_attacks_in_reports(tmp_path):
 def test_explain_single_image_errors(tmp_path, args, message):
     res = CliRunner().invoke(main, ["explain", *args, "-o", str(tmp_path)])
     assert res.exit_code != 0 and message in res.output, res.output
+
+
+def test_shards_skip_what_an_earlier_unsharded_run_finished(tmp_path):
+    base = ["eval", "--dataset", "mnist", "--bundled", "--targets", "next", "-a", "fgm",
+            "--set", 'fgm.norm="l2"', "--no-progress", "-o", str(tmp_path)]
+    res = CliRunner().invoke(main, [*base, "-n", "3"])
+    assert res.exit_code == 0 and "fgm: 3 attacked" in res.output, res.output
+    attacked = 0
+    shards = []
+    for i in range(2):
+        res = CliRunner().invoke(main, [*base, "-n", "8", "--shard", f"{i}/2"])
+        assert res.exit_code == 0, res.output
+        attacked += int(res.output.split("fgm: ")[1].split(" attacked")[0])
+        shards.append(str(tmp_path / f"results-shard-{i}-of-2.sqlite"))
+    assert attacked == 5                      # the 3 finished examples were not redone
+    res = CliRunner().invoke(main, ["merge", str(tmp_path), *shards])
+    assert res.exit_code == 0, res.output
+    assert _count(tmp_path / "results.sqlite") == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import tomllib
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -282,11 +283,15 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
                f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
                f"{shard[0]}/{shard[1]}; store {out / store_name}")
     try:
-        with ResultStore(out / store_name, meta) as store:
+        with ResultStore(out / store_name, meta) as store, ExitStack() as stack:
+            # A shard skips what an unsharded run in the same folder already finished (the
+            # merge keeps both), so a single-process run can be split into shards midway.
+            earlier = ([stack.enter_context(ResultStore(out / STORE_NAME, meta))]
+                       if shard != (0, 1) and (out / STORE_NAME).exists() else [])
             summary = run_evaluation(model, images, data.labels, tasks, specs, store,
                                      batch_size=int(opt["batch_size"]), shard=shard,
                                      group_size=data.group_size, progress=bool(opt["progress"]),
-                                     ids=data.ids.tolist())
+                                     ids=data.ids.tolist(), finished_elsewhere=earlier)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     except KeyboardInterrupt:

@@ -122,6 +122,7 @@ def run_evaluation(
     stride: int | None = None,
     progress: bool = True,
     ids: Sequence[int] | None = None,
+    finished_elsewhere: Sequence[ResultStore] = (),
 ) -> RunSummary:
     """Attack every example of ``tasks`` in this shard with every spec, skipping finished ones.
 
@@ -134,6 +135,9 @@ def run_evaluation(
             :func:`~strattack.evaluation.tasks.make_tasks`.
         store: where finished examples go (written per batch, atomically).
         group_size, stride: the groups used to count nonzero groups (``None``: not counted).
+        finished_elsewhere: other stores of the same evaluation (read only); examples finished
+            there are skipped too. A shard run uses it to skip what an earlier unsharded run
+            in the same folder already did, so a run can be split into shards part-way.
     """
     summary = RunSummary()
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
@@ -147,7 +151,7 @@ def run_evaluation(
     keys = [store.add_attack(s.name, dict(s.params), s.label) for s in specs]
     todo = {}
     for spec, key in zip(specs, keys):
-        done = store.done(key)
+        done = store.done(key).union(*(other.done(key) for other in finished_elsewhere))
         todo[key] = [t for t in mine if t not in done]
         summary.skipped[spec.display] = len(mine) - len(todo[key])
         summary.attacked[spec.display] = 0
