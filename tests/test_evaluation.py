@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from strattack.cli import main
 from strattack.data import load_samples
-from strattack.evaluation.report import case_rows, report_rows
+from strattack.evaluation.report import case_rows, ratio_rows, report_rows
 from strattack.evaluation.runner import AttackSpec, run_evaluation
 from strattack.evaluation.store import ExampleRecord, ResultStore, attack_key, merge_stores
 from strattack.evaluation.tasks import in_shard, make_tasks, parse_shard
@@ -114,6 +114,19 @@ def test_case_rows_on_a_hand_made_store():
     assert by_l0["best"]["l0"] == pytest.approx(15.0)
     none = {r["case"]: r for r in case_rows("x", recs[4:])}
     assert none["best"]["ASR %"] == 0 and math.isnan(none["best"]["l2"])
+
+
+def test_ratio_rows_divide_the_case_means():
+    a = [record(0, 1, l2=1.0, l0=10), record(0, 2, l2=3.0, l0=30)]
+    b = [record(0, 1, l2=2.0, l0=40), record(0, 2, l2=2.0, l0=80)]
+    rows = case_rows("A", a) + case_rows("B", b)
+    ratios = {r["case"]: r for r in ratio_rows(rows, "A", "B")}
+    assert ratios["average"]["l0"] == pytest.approx(20 / 60)
+    assert ratios["average"]["l2"] == pytest.approx(2 / 2)
+    assert ratios["best"]["l2"] == pytest.approx(1 / 2)        # A's easiest: 1; B's: 2 (tie)
+    assert ratios["worst"]["l0"] == pytest.approx(30 / 40)
+    with pytest.raises(ValueError, match="no attack labelled 'C'"):
+        ratio_rows(rows, "A", "C")
 
 
 # ------------------------------------------------------------------ runner

@@ -310,12 +310,15 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
               help="Examples per attack in the heatmap figure.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Dataset folder, to show originals and adversarial examples in the figure.")
+@click.option("--ratio", "ratios", nargs=2, multiple=True, metavar="NUM DEN",
+              help="Also print NUM's mean l0 and l2 over DEN's per case (attack labels), e.g. "
+              "--ratio StrAttack C&W-l2. Repeatable.")
 def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
-           data_root: Path | None) -> None:
+           data_root: Path | None, ratios: tuple[tuple[str, str], ...]) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes RUN_DIR/report.csv and report.json (+ PNG figures)."""
-    from .evaluation.report import REPORT_COLUMNS, report_rows, write_report
+    from .evaluation.report import REPORT_COLUMNS, ratio_rows, report_rows, write_report
     from .evaluation.store import ResultStore
     from .evaluation.summary import markdown_table
 
@@ -331,6 +334,17 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
             raise click.ClickException(f"{path} has no finished examples yet")
         click.echo(markdown_table(rows, REPORT_COLUMNS))
         written = write_report(rows, run_dir)
+        if ratios:
+            try:
+                table = [r for num, den in ratios for r in ratio_rows(rows, num, den)]
+            except ValueError as err:
+                raise click.ClickException(str(err)) from err
+            click.echo("\n" + markdown_table(table, ("ratio", "case", "l0", "l2")))
+            ratio_path = run_dir / "ratios.json"
+            ratio_path.write_text(json.dumps(
+                [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                 for r in table], indent=1) + "\n")
+            written.append(ratio_path)
         if figures:
             from .evaluation.stored import load_store_context
             from .viz.report_figures import plot_group_heatmaps, plot_l0_histogram

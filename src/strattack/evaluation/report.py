@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .store import ExampleRecord, ResultStore
 
-__all__ = ["CASES", "NORMS", "case_rows", "default_labels", "report_rows", "store_labels",
-           "write_report"]
+__all__ = ["CASES", "NORMS", "case_rows", "default_labels", "ratio_rows", "report_rows",
+           "store_labels", "write_report"]
 
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
@@ -77,6 +77,29 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
         row["s/ex"] = seconds
         rows.append(row)
     return rows
+
+
+def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: str,
+               norms: Sequence[str] = ("l0", "l2")) -> list[dict[str, object]]:
+    """Per case, ``numerator``'s mean norm divided by ``denominator``'s, from report rows (each
+    attack's mean over its own successful examples, as the paper's tables compare them), e.g.
+    StrAttack l0 / C&W l0: the ratios that should carry across models and datasets."""
+    by_key = {(r["attack"], r["case"]): r for r in rows}
+    attacks = {r["attack"] for r in rows}
+    for label in (numerator, denominator):
+        if label not in attacks:
+            raise ValueError(f"no attack labelled {label!r} in the report; have {sorted(attacks)}")
+    out = []
+    for case in CASES:
+        num, den = by_key.get((numerator, case)), by_key.get((denominator, case))
+        if num is None or den is None:
+            continue
+        row: dict[str, object] = {"ratio": f"{numerator} / {denominator}", "case": case}
+        for norm in norms:
+            a, b = float(num[norm]), float(den[norm])     # type: ignore[arg-type]
+            row[norm] = a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+        out.append(row)
+    return out
 
 
 def report_rows(store: ResultStore, rank_by: str = "l2",
