@@ -400,3 +400,40 @@ def test_shards_skip_what_an_earlier_unsharded_run_finished(tmp_path):
     res = CliRunner().invoke(main, ["merge", str(tmp_path), *shards])
     assert res.exit_code == 0, res.output
     assert _count(tmp_path / "results.sqlite") == 8
+
+
+def test_first_correct_decodes_an_image_folder_only_as_far_as_needed(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from strattack.data import image_folder
+    from strattack.data.evaluation_data import first_correct, load_evaluation_data
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rows = []
+    for k in range(10):          # image k is filled with grey level 20*k; its label is k % 3
+        Image.fromarray(np.full((230, 230, 3), 20 * k, dtype=np.uint8)).save(folder / f"{k}.png")
+        rows.append(f"{k}.png,{k % 3}")
+    (folder / "labels.csv").write_text("filename,label_index\n" + "\n".join(rows) + "\n")
+
+    class ByBrightness(torch.nn.Module):    # predicts k % 3 for images 0..4, class 0 after
+        def forward(self, x):
+            k = (x.mean(dim=(1, 2, 3)) * 255 / 20).round().long()
+            pred = torch.where(k < 5, k % 3, torch.zeros_like(k))
+            return torch.nn.functional.one_hot(pred, 1000).float()
+
+    decoded = []
+    original = image_folder.preprocess_image
+    monkeypatch.setattr(image_folder, "preprocess_image",
+                        lambda path, **kw: decoded.append(path) or original(path, **kw))
+    data = first_correct(ByBrightness(), str(folder), 6, chunk=4)
+    # correct: 0..4 (k % 3) and 6, 9 (label 0); the first six are 0,1,2,3,4,6
+    assert data.ids.tolist() == [0, 1, 2, 3, 4, 6]
+    assert data.labels.tolist() == [0, 1, 2, 0, 1, 0]
+    assert len(decoded) == 8                     # two chunks of 4, not all 10 images
+    full = load_evaluation_data(str(folder))
+    assert torch.equal(data.images, full.images[[0, 1, 2, 3, 4, 6]])
+    some = load_evaluation_data(str(folder), ids=[7, 2])
+    assert some.ids.tolist() == [7, 2] and torch.equal(some.images, full.images[[7, 2]])
+    with pytest.raises(ValueError, match=r"images \[10\] are not in the dataset"):
+        load_evaluation_data(str(folder), ids=[10])

@@ -206,10 +206,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
             -a str_attack -a cw_l2 -o runs/mnist
     """
-    from .data.evaluation_data import load_evaluation_data
+    from .data.evaluation_data import first_correct, load_evaluation_data
     from .evaluation.runner import run_evaluation
     from .evaluation.store import ResultStore
-    from .evaluation.tasks import correctly_classified, make_tasks, parse_shard
+    from .evaluation.tasks import make_tasks, parse_shard
     from .models.loading import load_model
 
     config: dict[str, Any] = {}
@@ -247,29 +247,36 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     torch.manual_seed(int(opt["seed"]))
 
     dataset, model_spec = str(opt["dataset"]), opt.get("model_spec")
+    if dataset not in ("mnist", "cifar10") and not Path(dataset).is_dir():
+        raise click.ClickException(f"dataset {dataset!r} is neither 'mnist', 'cifar10' nor an "
+                                   "existing image folder")
+    if model_spec is None:
+        if dataset not in ("mnist", "cifar10"):
+            raise click.UsageError("--model is required for an image folder "
+                                   "(e.g. efficientnet_lite0)")
+        model_spec = dataset
+    wanted = [int(i) for i in str(opt["indices"]).split(",")] if opt.get("indices") else None
     try:
-        data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]),
-                                    bool(opt.get("download")))
-        if model_spec is None:
-            if dataset not in ("mnist", "cifar10"):
-                raise click.UsageError("--model is required for an image folder "
-                                       "(e.g. efficientnet_lite0)")
-            model_spec = dataset
         model = load_model(str(model_spec), opt.get("weights"), device=opt["device"])
+        if wanted is None:
+            # Only the chosen images are kept (an image folder is decoded only as far as needed).
+            data = first_correct(model, dataset, opt.get("num_images"), opt.get("data_root"),
+                                 bool(opt["bundled"]), bool(opt.get("download")),
+                                 device=opt["device"])
+        else:
+            try:
+                data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]),
+                                            bool(opt.get("download")), ids=wanted)
+            except ValueError as err:
+                if "not in the dataset" not in str(err):
+                    raise
+                raise click.UsageError(f"--indices: {err}") from err
     except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
     images = data.images.to(opt["device"])
-    if opt.get("indices"):
-        wanted = [int(i) for i in str(opt["indices"]).split(",")]
-        try:
-            rows = data.rows(wanted).tolist()
-        except ValueError as err:
-            raise click.UsageError(f"--indices: {err}") from err
-    else:
-        rows = correctly_classified(model, images, data.labels, opt.get("num_images"))
-    chosen_ids = data.ids[rows].tolist()
+    chosen_ids = data.ids.tolist()
     try:
-        tasks = make_tasks(chosen_ids, data.labels[rows].tolist(), targets, data.num_classes,
+        tasks = make_tasks(chosen_ids, data.labels.tolist(), targets, data.num_classes,
                            int(opt["num_targets"]), int(opt["seed"]))
     except ValueError as err:
         raise click.UsageError(str(err)) from err
@@ -279,7 +286,7 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     meta = {"dataset": dataset if dataset in ("mnist", "cifar10") else str(Path(dataset).resolve()),
             "bundled": str(bool(opt["bundled"])), "model": str(model_spec),
             "weights": str(opt.get("weights")), "group_size": str(data.group_size)}
-    click.echo(f"{data.name}: {len(rows)} images x targets={opt['targets']} -> {len(tasks)} "
+    click.echo(f"{data.name}: {len(chosen_ids)} images x targets={opt['targets']} -> {len(tasks)} "
                f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
                f"{shard[0]}/{shard[1]}; store {out / store_name}")
     try:
@@ -496,14 +503,13 @@ def _attack_one(dataset: str, bundled: bool, model_spec: str | None, data_root: 
     from .models.loading import load_model
 
     try:
-        data = load_evaluation_data(dataset, data_root, bundled)
+        data = load_evaluation_data(dataset, data_root, bundled, ids=[image_index])
         model = load_model(model_spec or dataset, None, device=device)
     except (FileNotFoundError, ValueError, ImportError) as err:
+        if "not in the dataset" in str(err):
+            raise click.UsageError(f"--image: {err}") from err
         raise click.ClickException(str(err)) from err
-    try:
-        rows = data.rows([image_index])
-    except ValueError as err:
-        raise click.UsageError(f"--image: {err}") from err
+    rows = data.rows([image_index])
     if not 0 <= target < data.num_classes or target == int(data.labels[rows[0]]):
         raise click.UsageError(f"--target must be a class in [0, {data.num_classes}) other than "
                                f"the true class {int(data.labels[rows[0]])}")

@@ -2,6 +2,7 @@
 folder of images with a labels file."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .cifar10 import CIFAR10_CLASSES, load_cifar10
 from .mnist import load_mnist
 from .samples import load_samples
 
-__all__ = ["EvaluationData", "load_evaluation_data", "CIFAR10_EXACT_TEST"]
+__all__ = ["EvaluationData", "load_evaluation_data", "first_correct", "CIFAR10_EXACT_TEST"]
 
 #: CIFAR-10 test images 0..845 are bit-identical with the official release in the shared
 #: benchmark data (the rest were decoded from JPEG copies): evaluations use only those.
@@ -46,38 +47,84 @@ class EvaluationData:
                              f"({len(self.ids)} images)")
         return torch.tensor([row_of[int(i)] for i in ids], dtype=torch.long)
 
+    def subset(self, rows: Tensor) -> "EvaluationData":
+        return EvaluationData(self.name, self.images[rows], self.labels[rows], self.ids[rows],
+                              self.class_names, self.group_size)
+
 
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
-                         bundled: bool = False, download: bool = False) -> EvaluationData:
+                         bundled: bool = False, download: bool = False,
+                         ids: Sequence[int] | None = None) -> EvaluationData:
     """``dataset``: ``"mnist"``, ``"cifar10"`` (test split; CIFAR-10 restricted to its exact
     images 0..845) or the path of an image folder with a ``labels.csv`` (ImageNet-style, see
     :func:`strattack.data.image_folder.load_image_folder`; 224x224 after resize + center crop).
     ``bundled``: use the 100 test images shipped with the package instead of ``data_root``;
-    ``download``: fetch missing MNIST / CIFAR-10 files into ``data_root`` first."""
+    ``download``: fetch missing MNIST / CIFAR-10 files into ``data_root`` first.
+    ``ids``: only these images (dataset indices, in this order); an image folder then decodes
+    only those files (decoding all 1,000 ImageNet sample images takes over a minute)."""
     if dataset in ("mnist", "cifar10"):
         names = [str(i) for i in range(10)] if dataset == "mnist" else list(CIFAR10_CLASSES)
         if bundled:
-            images, labels, ids = load_samples(dataset)
+            images, labels, all_ids = load_samples(dataset)
         else:
             root = Path(data_root) if data_root is not None else default_data_root()
             loader = load_mnist if dataset == "mnist" else load_cifar10
             images, labels = loader(root, split="test", download=download)
             if dataset == "cifar10":
                 images, labels = images[:CIFAR10_EXACT_TEST], labels[:CIFAR10_EXACT_TEST]
-            ids = torch.arange(len(images))
-        return EvaluationData(dataset, images, labels, ids, names, group_size=2)
+            all_ids = torch.arange(len(images))
+        data = EvaluationData(dataset, images, labels, all_ids, names, group_size=2)
+        return data if ids is None else data.subset(data.rows(list(ids)))
     if bundled:
         raise ValueError("--bundled samples exist only for mnist and cifar10")
     folder = Path(dataset)
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset {dataset!r} is neither 'mnist', 'cifar10' nor an "
                                 f"existing image folder")
-    from .image_folder import class_names, load_image_folder
+    from .image_folder import class_names, load_image_folder, read_labels
 
-    images, labels, _ = load_image_folder(folder)
     mapping = class_names(folder)
     num_classes = 1000 if max(mapping, default=0) < 1000 else max(mapping) + 1
     names = [mapping.get(i, str(i)) for i in range(num_classes)]
+    if ids is None:
+        wanted = torch.arange(len(read_labels(folder)[0]))
+    else:
+        wanted = torch.tensor([int(i) for i in ids], dtype=torch.long)
+        size = len(read_labels(folder)[0])
+        outside = [int(i) for i in wanted if not 0 <= i < size]
+        if outside:
+            raise ValueError(f"images {outside[:10]} are not in the dataset ({size} images)")
+    images, labels, _ = load_image_folder(folder, indices=wanted.tolist())
     # 13x13 groups as in the paper's ImageNet experiments (Sec. 7 / App. F).
-    return EvaluationData(folder.name, images, labels, torch.arange(len(images)), names,
-                          group_size=13)
+    return EvaluationData(folder.name, images, labels, wanted, names, group_size=13)
+
+
+def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | None,
+                  data_root: str | Path | None = None, bundled: bool = False,
+                  download: bool = False, chunk: int = 64,
+                  device: str | torch.device = "cpu") -> EvaluationData:
+    """The first ``limit`` images of ``dataset`` that ``model`` classifies correctly (all of
+    them for ``None``). An image folder is decoded ``chunk`` images at a time and only as far
+    as needed; a named dataset is loaded whole (it is already in memory-friendly arrays)."""
+    from ..evaluation.tasks import correctly_classified
+
+    if dataset in ("mnist", "cifar10") or bundled or limit is None:
+        data = load_evaluation_data(dataset, data_root, bundled, download)
+        rows = correctly_classified(model, data.images.to(device), data.labels, limit)
+        return data.subset(torch.tensor(rows, dtype=torch.long))
+    from .image_folder import read_labels
+
+    size = len(read_labels(dataset)[0])
+    parts: list[EvaluationData] = []
+    found = 0
+    for start in range(0, size, chunk):
+        part = load_evaluation_data(dataset, ids=range(start, min(start + chunk, size)))
+        rows = correctly_classified(model, part.images.to(device), part.labels, limit - found)
+        parts.append(part.subset(torch.tensor(rows, dtype=torch.long)))
+        found += len(rows)
+        if found >= limit:
+            break
+    first = parts[0]
+    return EvaluationData(first.name, torch.cat([p.images for p in parts]),
+                          torch.cat([p.labels for p in parts]), torch.cat([p.ids for p in parts]),
+                          first.class_names, first.group_size)

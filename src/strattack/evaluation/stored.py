@@ -55,8 +55,12 @@ def common_successes(store: ResultStore, labels: Sequence[str] | None = None,
 
 def load_store_context(store: ResultStore, data_root: str | Path | None = None,
                        device: str | torch.device = "cpu") -> tuple[nn.Module, EvaluationData]:
-    """The model and the evaluation images a store was made with (per its ``meta``)."""
+    """The model and the evaluation images a store was made with (per its ``meta``): only the
+    images that have stored examples."""
     meta = store.meta()
-    data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True")
+    # Only the images the store refers to (an image folder then decodes just those files).
+    ids = sorted({i for key in store.attacks() for i, _ in store.done(key)})
+    data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True",
+                                ids=ids)
     weights = None if meta.get("weights") in (None, "None") else meta["weights"]
     return load_model(meta["model"], weights, device=device), data
