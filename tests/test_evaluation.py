@@ -232,6 +232,12 @@ def test_eval_and_report_end_to_end(tmp_path):
     assert "| ifgsm | worst | 2 | 2 |" in res.output
     for name in ("report.csv", "report.json", "l0_histogram.png", "group_heatmaps.png"):
         assert (tmp_path / name).stat().st_size > 0
+    res = runner.invoke(main, ["report", str(tmp_path), "--no-figures", "--ratio", "ifgsm", "fgm"])
+    assert res.exit_code == 0 and "| ifgsm / fgm | average |" in res.output, res.output
+    ratios = __import__("json").loads((tmp_path / "ratios.json").read_text())
+    assert [r["case"] for r in ratios] == ["best", "average", "worst"]
+    res = runner.invoke(main, ["report", str(tmp_path), "--no-figures", "--ratio", "x", "fgm"])
+    assert res.exit_code != 0 and "no attack labelled 'x'" in res.output
 
 
 @pytest.mark.parametrize("args, message", [
