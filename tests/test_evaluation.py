@@ -166,6 +166,36 @@ def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tm
         assert merged[k].l2 == pytest.approx(full[k].l2, rel=1e-4, abs=1e-6)
 
 
+def test_runner_skips_examples_another_process_finished_meanwhile(tmp_path):
+    model, x, y = _linear_task()
+    tasks = make_tasks(range(6), y.tolist(), "all", 3)           # 12 examples
+    spec = AttackSpec("fgm", {"norm": "l2"})
+    key = attack_key("fgm", spec.params)
+    late = tasks[-3:]                                             # "the other process" does these
+
+    class OtherWriterOnFirstCall(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, inputs):
+            self.calls += 1
+            if self.calls == 1:          # after run_evaluation has listed its work
+                with ResultStore(tmp_path / "s.sqlite") as other:
+                    other.add_attack("fgm", spec.params)
+                    other.write(key, [record(i, t, l2=123.0) for i, t in late])
+            return model(inputs)
+
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        summary = run_evaluation(OtherWriterOnFirstCall(), x, y, tasks, [spec], store,
+                                 batch_size=4, progress=False)
+        assert summary.attacked == {"fgm": 9} and summary.skipped == {"fgm": 3}
+        recs = {(r.image, r.target): r for r in store.records(key)}
+    assert set(recs) == set(tasks)
+    assert all(recs[k].l2 == 123.0 for k in late)                # not attacked a second time
+    assert all(recs[k].l2 != 123.0 for k in tasks[:-3])
+
+
 def test_runner_rejects_unknown_attack_and_reserved_params():
     with pytest.raises(ValueError, match="unknown attack"):
         AttackSpec("deepfool")

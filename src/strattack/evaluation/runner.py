@@ -164,9 +164,22 @@ def run_evaluation(
     try:
         for spec, key in zip(specs, keys):
             attack = ATTACKS[spec.name]
-            pending = todo[key]
-            for b in range(0, len(pending), batch_size):
-                batch = pending[b : b + batch_size]
+            pending, pos = todo[key], 0
+            while pos < len(pending):
+                # Another process writing the same store (e.g. a helper run for one attack)
+                # may have finished some of these meanwhile: never attack them twice.
+                finished = store.done(key)
+                batch = []
+                while pos < len(pending) and len(batch) < batch_size:
+                    if pending[pos] in finished:
+                        summary.skipped[spec.display] += 1
+                        if bar is not None:
+                            bar.update(1)
+                    else:
+                        batch.append(pending[pos])
+                    pos += 1
+                if not batch:
+                    continue
                 idx = torch.tensor([row_of[i] for i, _ in batch], device=device)
                 x = inputs[idx]
                 y = labels[idx]
