@@ -180,6 +180,21 @@ def test_effnet_shapes_and_cam_decomposition(net: EfficientNetLite0) -> None:
     torch.testing.assert_close(cam.mean(dim=(2, 3)) + net.classifier.bias, logits, rtol=0, atol=1e-4)
 
 
+def test_effnet_cam_layers_are_found_automatically(net: EfficientNetLite0) -> None:
+    from strattack.interpretability import cam, find_cam_layers
+
+    x = torch.rand(2, 3, 96, 96)
+    model = Normalized(net, (0.5,) * 3, (0.5,) * 3).eval()
+    features, classifier = find_cam_layers(model, x[:1])
+    assert classifier is net.classifier
+    with torch.no_grad():
+        expected = torch.einsum("c,nchw->nhw", net.classifier.weight[7], net.features((x - 0.5) / 0.5))
+    maps = cam(model, x, 7, normalize=False)
+    up = torch.nn.functional.interpolate(expected[:, None], size=x.shape[-2:], mode="bilinear",
+                                         align_corners=False)[:, 0]
+    torch.testing.assert_close(maps.reshape(up.shape), up, rtol=1e-4, atol=1e-4)
+
+
 def test_effnet_same_padding_any_size(net: EfficientNetLite0) -> None:
     h, w = 100, 130
     with torch.no_grad():

@@ -458,6 +458,8 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
     targets = targets.to(device)
     curves = measure_interpretability(model, x, y, targets, deltas, variant=asm_variant)
     means = curves.means()
+    if curves.cam_unavailable:
+        click.echo(f"note: no CAM-based IS for this model: {curves.cam_unavailable}")
     out.mkdir(parents=True, exist_ok=True)
     from .viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
 

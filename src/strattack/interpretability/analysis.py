@@ -35,6 +35,7 @@ class InterpretabilityCurves:
     percentiles: tuple[float, ...]
     asm_is: dict[str, Tensor] = field(default_factory=dict)
     cam_is: dict[str, Tensor] | None = None
+    cam_unavailable: str | None = None     # why cam_is is None (find_cam_layers' message)
 
     def means(self) -> dict[str, dict[str, list[float]]]:
         """{"asm": {attack: [mean IS per percentile]}, "cam": {...}} (nan-aware means)."""
@@ -58,14 +59,17 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
         if delta.shape != inputs.shape:
             raise ValueError(f"perturbation of {name!r} has shape {tuple(delta.shape)}, inputs "
                              f"{tuple(inputs.shape)}")
-    layers = None
+    layers, no_cam = None, "not asked for"
     if use_cam is not False:
         try:
             layers = find_cam_layers(model, inputs[:1])
-        except ValueError:
+        except ValueError as err:
             if use_cam:
                 raise
+            no_cam = str(err)
     result = InterpretabilityCurves(tuple(percentiles))
+    if layers is None:
+        result.cam_unavailable = no_cam
     asm_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     cam_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     for start in range(0, n, batch_size):

@@ -162,6 +162,9 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(LITE0_STAGES[-1][5], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
+        # A module (no parameters, state dict unchanged) rather than F.relu6, so that hooks and
+        # strattack.interpretability.find_cam_layers see the exact map that is average-pooled.
+        self._head_act = nn.ReLU6()
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -179,7 +182,7 @@ class EfficientNetLite0(nn.Module):
         n = len(self._blocks)
         for i, block in enumerate(self._blocks):
             x = block(x, self.drop_connect_rate * i / n)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return self._head_act(self._bn1(self._conv_head(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``classifier(dropout(mean over H, W of features(x)))``: ``(N, num_classes)``."""
