@@ -278,7 +278,16 @@ def test_measure_interpretability_equals_direct_computation_in_any_batching():
         close(got.cam_is[name], want_cam)
     means = got.means()
     assert set(means) == {"asm", "cam"} and len(means["asm"]["dense"]) == 3
+    mean, se, n = got.paired_difference("sparse", "dense", "cam")
+    diff = got.cam_is["sparse"] - got.cam_is["dense"]
+    keep = ~diff.isnan().any(dim=0)
+    assert n == int(keep.sum()) and n > 1
+    close(torch.tensor(mean, dtype=diff.dtype), diff[:, keep].mean(dim=1))
+    close(torch.tensor(se, dtype=diff.dtype),
+          torch.tensor([float(np.std(row, ddof=1)) / n ** 0.5 for row in diff[:, keep].numpy()],
+                       dtype=diff.dtype))
     linear = nn.Sequential(nn.Flatten(), nn.Linear(192, 4)).double()
-    assert measure_interpretability(linear, x, y, t, deltas).cam_is is None
+    no_cam = measure_interpretability(linear, x, y, t, deltas)
+    assert no_cam.cam_is is None and "global average pooling" in no_cam.cam_unavailable
     with pytest.raises(ValueError, match="global average pooling"):
         measure_interpretability(linear, x, y, t, deltas, use_cam=True)

@@ -44,6 +44,22 @@ class InterpretabilityCurves:
             out["cam"] = {k: torch.nanmean(v, dim=1).tolist() for k, v in self.cam_is.items()}
         return out
 
+    def paired_difference(self, first: str, second: str,
+                          kind: str = "asm") -> tuple[list[float], list[float], int]:
+        """Per percentile, the mean over examples of IS(first) - IS(second) and its standard
+        error (std / sqrt(n), examples where both are defined), and n: whether one attack's
+        curve lies above the other's by more than the example-to-example noise."""
+        table = self.asm_is if kind == "asm" else self.cam_is
+        if table is None:
+            raise ValueError(f"no {kind} curves")
+        diff = table[first] - table[second]                      # (P, N)
+        both = ~diff.isnan().any(dim=0)
+        diff = diff[:, both]
+        n = int(both.sum())
+        mean = diff.mean(dim=1)
+        se = diff.std(dim=1) / n ** 0.5 if n > 1 else torch.full_like(mean, float("nan"))
+        return mean.tolist(), se.tolist(), n
+
 
 def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tensor,
                              targets: Tensor, deltas: Mapping[str, Tensor],
