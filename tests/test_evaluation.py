@@ -333,6 +333,9 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
     for name in ("asm_is.png", "cam_is.png"):
         assert (out / name).stat().st_size > 0
     assert len(list(out.glob("asm_*_to_*.png"))) == 1 and len(list(out.glob("cam_*_to_*.png"))) == 1
+    pair = summary["paired_difference"]
+    assert pair["attacks"] == ["fgm", "ifgsm"] and len(pair["cam"]["mean"]) == 7
+    assert "ASM fgm - ifgsm (mean ± standard error" in res.output
     res = runner.invoke(main, ["explain", str(tmp_path), "-a", "nosuch"])
     assert res.exit_code != 0 and "nosuch" in res.output
 

@@ -472,11 +472,11 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             ylabel="mean IS with B = CAM above percentile"))
     summary = {"examples": len(rows), "asm_variant": asm_variant,
                "percentiles": list(curves.percentiles), **means}
-    names = list(deltas)
-    if len(names) >= 2:         # is the first attack's IS above the second's beyond noise?
-        summary["paired_difference"] = {"attacks": names[:2]}
+    compared = list(deltas)[:2]
+    if len(compared) == 2:      # is the first attack's IS above the second's beyond noise?
+        summary["paired_difference"] = {"attacks": compared}
         for kind in means:
-            mean, se, n = curves.paired_difference(names[0], names[1], kind)
+            mean, se, n = curves.paired_difference(compared[0], compared[1], kind)
             summary["paired_difference"][kind] = {"mean": mean, "standard_error": se,
                                                   "examples": n}
     (out / "interpretability.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -504,7 +504,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             click.echo(f"  {kind.upper()} {name}: " + " | ".join(f"{v:.3f}" for v in values))
         if "paired_difference" in summary:
             pair = summary["paired_difference"][kind]
-            click.echo(f"  {kind.upper()} {names[0]} - {names[1]} (mean ± standard error over "
+            click.echo(f"  {kind.upper()} {compared[0]} - {compared[1]} (mean ± standard error over "
                        f"{pair['examples']} examples): " + " | ".join(
                            f"{m:+.3f}±{e:.3f}" for m, e in zip(pair["mean"], pair["standard_error"])))
     click.echo("wrote " + ", ".join(str(p) for p in written))
