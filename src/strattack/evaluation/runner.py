@@ -168,7 +168,7 @@ def run_evaluation(
             while pos < len(pending):
                 # Another process writing the same store (e.g. a helper run for one attack)
                 # may have finished some of these meanwhile: never attack them twice.
-                finished = store.done(key)
+                finished = store.done(key).union(*(o.done(key) for o in finished_elsewhere))
                 batch = []
                 while pos < len(pending) and len(batch) < batch_size:
                     if pending[pos] in finished:
