@@ -469,7 +469,8 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
         written.append(plot_is_vs_percentile(
             curves.percentiles, means["cam"], out / "cam_is.png",
             title=f"CAM-based IS (CAM of the true class), {len(rows)} examples",
-            ylabel="mean IS with B = CAM above percentile"))
+            ylabel="mean IS with B = CAM above percentile",
+            xlabel="threshold (percentile of the CAM values)"))
     summary = {"examples": len(rows), "asm_variant": asm_variant,
                "percentiles": list(curves.percentiles), **means}
     compared = list(deltas)[:2]

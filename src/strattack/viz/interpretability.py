@@ -73,7 +73,8 @@ def _bare(ax: plt.Axes) -> None:
 
 def plot_is_vs_percentile(percentiles: Sequence[float], mean_is: Mapping[str, ArrayLike],
                           path: str | Path, *, title: str = "",
-                          ylabel: str = "mean interpretability score IS (eq. 23)") -> Path:
+                          ylabel: str = "mean interpretability score IS (eq. 23)",
+                          xlabel: str = "threshold ν (percentile of ASM scores)") -> Path:
     """Fig. 3(a): mean IS (ASM-based unless said otherwise) versus the percentile nu of the ASM
     scores used as the threshold of ``B_ASM``; one line per attack (``{name: (P,) means}``)."""
     x = np.asarray(list(percentiles), dtype=float)
@@ -84,7 +85,7 @@ def plot_is_vs_percentile(percentiles: Sequence[float], mean_is: Mapping[str, Ar
         if y.shape != x.shape:
             raise ValueError(f"{name}: {y.size} IS values for {x.size} percentiles")
         ax.plot(x, y, marker=markers[i % len(markers)], label=name)
-    ax.set_xlabel("threshold ν (percentile of ASM scores)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
