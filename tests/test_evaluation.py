@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from strattack.cli import main
 from strattack.data import load_samples
-from strattack.evaluation.report import case_rows, ratio_rows, report_rows
+from strattack.evaluation.report import case_rows, ratio_rows, report_rows, store_labels
 from strattack.evaluation.runner import AttackSpec, run_evaluation
 from strattack.evaluation.store import ExampleRecord, ResultStore, attack_key, merge_stores
 from strattack.evaluation.tasks import in_shard, make_tasks, parse_shard
@@ -395,6 +395,16 @@ def test_eval_on_an_image_folder_with_a_user_model_and_weights(tmp_path):
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
                                     "rgb_model:nosuch", "-a", "fgm", "-o", str(tmp_path / "o3")])
     assert res.exit_code != 0 and "no callable 'nosuch'" in res.output
+
+
+def test_an_attack_that_never_ran_does_not_rename_one_with_the_same_label(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        old = store.add_attack("cw_linf", {}, "C&W-linf")
+        new = store.add_attack("cw_linf", {"initial_const": 1.0}, "C&W-linf")
+        store.write(new, [record(0, 1)])
+        labels = store_labels(store)
+        assert labels[new] == "C&W-linf" and labels[old] == f"C&W-linf [{old}]"
+        assert [r["attack"] for r in report_rows(store)] == ["C&W-linf"] * 3
 
 
 def test_labels_given_by_a_run_name_attacks_in_reports(tmp_path):

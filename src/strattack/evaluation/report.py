@@ -144,8 +144,18 @@ def default_labels(attacks: dict[str, tuple[str, dict]],
 
 
 def store_labels(store: ResultStore) -> dict[str, str]:
-    """Display label of every attack in ``store`` (see :func:`default_labels`)."""
-    return default_labels(store.attacks(), store.labels())
+    """Display label of every attack in ``store`` (see :func:`default_labels`). Attacks with
+    examples get their labels first, so an attack that was registered and never ran (e.g.
+    an earlier parameter setting under the same label) does not rename them."""
+    attacks = store.attacks()
+    ran = {k: v for k, v in attacks.items() if store.count(k)}
+    labels = default_labels(ran, store.labels())
+    idle = {k: v for k, v in attacks.items() if k not in ran}
+    if idle:
+        taken = set(labels.values())
+        labels.update({k: v if v not in taken else f"{v} [{k}]"
+                       for k, v in default_labels(idle, store.labels()).items()})
+    return labels
 
 
 def write_report(rows: list[dict[str, object]], out_dir: str | Path, stem: str = "report") -> list[Path]:
