@@ -336,6 +336,14 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
     pair = summary["paired_difference"]
     assert pair["attacks"] == ["fgm", "ifgsm"] and len(pair["cam"]["mean"]) == 7
     assert "ASM fgm - ifgsm (mean ± standard error" in res.output
+    threads = torch.get_num_threads()
+    try:  # one example: no standard error to print (was "±nan"); --threads is accepted
+        res = runner.invoke(main, ["explain", str(tmp_path), "-n", "1", "--figures", "0",
+                                   "--threads", "1", "-o", str(tmp_path / "one")])
+    finally:
+        torch.set_num_threads(threads)
+    assert res.exit_code == 0, res.output
+    assert "ASM fgm - ifgsm (one example)" in res.output and "nan" not in res.output
     res = runner.invoke(main, ["explain", str(tmp_path), "-a", "nosuch"])
     assert res.exit_code != 0 and "nosuch" in res.output
 

@@ -431,18 +431,22 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
 @click.option("--asm-variant", type=click.Choice(["61", "60"]), default="61", show_default=True,
               help="ASM of eq. (61) (true vs target logit) or eq. (60) (target vs all others).")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: RUN_DIR/explain, or ./explain].")
 def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             dataset: str | None, bundled: bool, model_spec: str | None, image_index: int | None,
             target: int | None, data_root: Path | None, num_figures: int,
-            mask_percentile: float, asm_variant: str, device: str, out: Path | None) -> None:
+            mask_percentile: float, asm_variant: str, device: str, threads: int | None,
+            out: Path | None) -> None:
     """Interpretability of perturbations (paper section 6): ASM-based IS vs percentile (Fig. 3a),
     CAM-based IS, and ASM / CAM panels (Fig. 3b, Fig. 4), from a stored evaluation or by
     attacking one image (--dataset, --image, --target) with StrAttack and C&W-l2."""
     from .interpretability import asm, cam
     from .interpretability.analysis import measure_interpretability
 
+    if threads:
+        torch.set_num_threads(threads)  # beside other jobs, oversubscribed threads spin
     if run_dir is not None:
         model, data, rows, targets, deltas = _load_from_store(run_dir, attacks, data_root,
                                                               num_examples, device)
@@ -505,9 +509,14 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             click.echo(f"  {kind.upper()} {name}: " + " | ".join(f"{v:.3f}" for v in values))
         if "paired_difference" in summary:
             pair = summary["paired_difference"][kind]
-            click.echo(f"  {kind.upper()} {compared[0]} - {compared[1]} (mean ± standard error over "
-                       f"{pair['examples']} examples): " + " | ".join(
-                           f"{m:+.3f}±{e:.3f}" for m, e in zip(pair["mean"], pair["standard_error"])))
+            if pair["examples"] > 1:
+                head = f"mean ± standard error over {pair['examples']} examples"
+                cells = [f"{m:+.3f}±{e:.3f}" for m, e in zip(pair["mean"], pair["standard_error"])]
+            else:  # one example has no standard error
+                head = "one example"
+                cells = [f"{m:+.3f}" for m in pair["mean"]]
+            click.echo(f"  {kind.upper()} {compared[0]} - {compared[1]} ({head}): "
+                       + " | ".join(cells))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
