@@ -494,3 +494,20 @@ def test_first_correct_decodes_an_image_folder_only_as_far_as_needed(tmp_path, m
     assert some.ids.tolist() == [7, 2] and torch.equal(some.images, full.images[[7, 2]])
     with pytest.raises(ValueError, match=r"images \[10\] are not in the dataset"):
         load_evaluation_data(str(folder), ids=[10])
+
+
+def test_only_runs_the_chosen_attacks_of_a_config_and_rejects_unknown_ones(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "mnist"\nbundled = true\ntargets = "next"\n'
+                      '[[attack]]\nname = "fgm"\nlabel = "FGM"\nnorm = "l2"\n'
+                      '[[attack]]\nname = "ifgsm"\nlabel = "I-FGSM"\nnorm = "l2"\nsteps = 2\n')
+    base = ["eval", "--config", str(config), "--no-progress", "-o", str(tmp_path / "run")]
+    res = CliRunner().invoke(main, [*base, "-n", "3", "--only", "I-FGSM"])
+    assert res.exit_code == 0, res.output
+    assert "I-FGSM: 3 attacked" in res.output and "FGM:" not in res.output
+    # extending to more images for one attack leaves the other alone and skips what is done
+    res = CliRunner().invoke(main, [*base, "-n", "5", "--only", "ifgsm"])   # by attack name
+    assert res.exit_code == 0 and "I-FGSM: 2 attacked" in res.output, res.output
+    assert _count(tmp_path / "run" / "results.sqlite") == 5
+    res = CliRunner().invoke(main, [*base, "-n", "3", "--only", "C&W"])
+    assert res.exit_code != 0 and "--only 'C&W'" in res.output and "I-FGSM" in res.output

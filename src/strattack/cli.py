@@ -161,6 +161,16 @@ def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, 
     return specs
 
 
+def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
+    """The specs whose label or attack name is in ``only`` (config order kept); an entry of
+    ``only`` that matches nothing is an error, so a typo does not silently run nothing."""
+    unknown = [o for o in only if not any(o in (s.display, s.name) for s in specs)]
+    if unknown:
+        raise click.UsageError(f"--only {unknown[0]!r}: no such attack in this run; "
+                               f"attacks: {[s.display for s in specs]}")
+    return [s for s in specs if s.display in only or s.name in only]
+
+
 @main.command("eval")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="TOML file with any of the options below and [[attack]] tables; "
@@ -181,6 +191,9 @@ def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, 
               help="Attack to run (repeatable): str_attack, cw_l2, ead, fgm, ifgsm, ...")
 @click.option("--set", "settings", multiple=True, metavar="ATTACK.PARAM=VALUE",
               help="Attack parameter (repeatable), e.g. --set cw_l2.max_iterations=100.")
+@click.option("--only", "only", multiple=True, metavar="LABEL",
+              help="Run only these of the configured attacks (label or name; repeatable), "
+              "e.g. to extend a run with more images for some attacks.")
 @click.option("-n", "--num-images", type=click.IntRange(1), default=None,
               help="First N correctly classified images.")
 @click.option("--indices", default=None, help="Comma-separated image indices instead of -n.")
@@ -235,6 +248,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         raise click.UsageError("-o/--out is required (or out = ... in --config)")
     specs = _attack_specs(config_attacks, tuple(opt.get("attacks", ())),
                           tuple(opt.get("settings", ())))
+    if opt.get("only"):
+        specs = _select_attacks(specs, tuple(opt["only"]))
     try:
         shard = parse_shard(opt["shard"]) if opt.get("shard") else (0, 1)
     except ValueError as err:
