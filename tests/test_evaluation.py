@@ -1,6 +1,7 @@
 """Evaluation harness: store, tasks and shards, best/average/worst aggregation, resume."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -344,6 +345,8 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
         torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     assert "ASM fgm - ifgsm (one example)" in res.output and "nan" not in res.output
+    one = json.loads((tmp_path / "one" / "interpretability.json").read_text())
+    assert one["paired_difference"]["asm"]["standard_error"] is None
     res = runner.invoke(main, ["explain", str(tmp_path), "-a", "nosuch"])
     assert res.exit_code != 0 and "nosuch" in res.output
 

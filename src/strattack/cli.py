@@ -15,6 +15,11 @@ import torch
 DATASET_CHOICE = click.Choice(["mnist", "cifar10"])
 
 
+# One process per core is the efficient way to share a CPU: oversubscribed torch threads spin.
+THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
+                              help="torch CPU threads (give parallel jobs 1 each).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="strattack")
 def main() -> None:
@@ -204,7 +209,7 @@ def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
 @click.option("--seed", type=int, default=None, help="Seed of random targets and torch [default: 0].")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
 @click.option("--device", default=None, help="torch device [default: cpu].")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@THREADS_OPTION
 @click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Output folder; the store is OUT/{STORE_NAME} (per shard: "
@@ -446,7 +451,7 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
 @click.option("--asm-variant", type=click.Choice(["61", "60"]), default="61", show_default=True,
               help="ASM of eq. (61) (true vs target logit) or eq. (60) (target vs all others).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@THREADS_OPTION
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: RUN_DIR/explain, or ./explain].")
 def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
@@ -497,8 +502,9 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
         summary["paired_difference"] = {"attacks": compared}
         for kind in means:
             mean, se, n = curves.paired_difference(compared[0], compared[1], kind)
-            summary["paired_difference"][kind] = {"mean": mean, "standard_error": se,
-                                                  "examples": n}
+            # one example has no standard error: null, not NaN (which is not valid JSON)
+            summary["paired_difference"][kind] = {
+                "mean": mean, "standard_error": se if n > 1 else None, "examples": n}
     (out / "interpretability.json").write_text(json.dumps(summary, indent=1) + "\n")
     written.append(out / "interpretability.json")
     for j in range(min(num_figures, len(rows))):
@@ -524,7 +530,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
             click.echo(f"  {kind.upper()} {name}: " + " | ".join(f"{v:.3f}" for v in values))
         if "paired_difference" in summary:
             pair = summary["paired_difference"][kind]
-            if pair["examples"] > 1:
+            if pair["standard_error"] is not None:
                 head = f"mean ± standard error over {pair['examples']} examples"
                 cells = [f"{m:+.3f}±{e:.3f}" for m, e in zip(pair["mean"], pair["standard_error"])]
             else:  # one example has no standard error
