@@ -40,10 +40,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--beta", type=float, default=1e-3, help="beta of admm_elastic")
     p.add_argument("--json", default=None)
+    p.add_argument("--device", default="cpu", help="torch device of model and images, e.g. cuda")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model = load_pretrained(a.dataset)
-    x, t, y = attack_task(model, a.dataset, a.images, a.targets)
+    model = load_pretrained(a.dataset).to(a.device)
+    x, t, y = attack_task(model, a.dataset, a.images, a.targets, a.device)
     groups = GroupSpec.for_inputs(x, 2, 2)
     rows = []
     for name in a.attack:
@@ -51,6 +52,8 @@ def main() -> None:
         res = (ATTACKS[name](model, x, t, y, beta=a.beta) if name == "admm_elastic"
                else ATTACKS[name](model, x, t, y))
         label = f"{name} (beta={a.beta:g})" if name == "admm_elastic" else name
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)  # wall time must include the queued GPU work
         row = summarize(label, res, groups, time.perf_counter() - start)
         rows.append(row)
         print(markdown_table([row]), flush=True)
