@@ -32,6 +32,14 @@ for i in 0 1; do
   run imagenet_cw_$i $st --config configs/table1_imagenet_gpu.toml --dataset "$IMAGENET" -n 20 \
       --only 'C&W-l2 (9x1000)' --batch-size 15 --shard $i/2 -o "$OUT/imagenet_cw" &
 done
+elif [ "${PHASE:-1}" = 3 ]; then
+# Phase 3: StrAttack on ImageNet at C&W's 9 x 1000 budget, 4 processes per attack.
+for i in 0 1 2 3; do
+  run imagenet_str_$i $st --config configs/table1_imagenet_gpu.toml --dataset "$IMAGENET" -n 20 \
+      --only 'StrAttack (9x1000)' --batch-size 15 --shard $i/4 -o "$OUT/imagenet_str" &
+  run imagenet_str_overlap_$i $st --config configs/table1_imagenet_gpu.toml --dataset "$IMAGENET" -n 20 \
+      --only 'StrAttack+overlap (13x13, stride 6, 9x1000)' --batch-size 15 --shard $i/4 -o "$OUT/imagenet_str_overlap" &
+done
 else
 # Phase 2: GPU speed of the attack core on its own (nothing else on the GPU), then the rest of
 # Table 1 / BENCHMARKS section 8 at 100 images x 9 targets (MNIST_ROOT needs mnist/t10k-*).
@@ -49,6 +57,4 @@ for i in 0 1; do
 done
 fi
 wait
-cat "$OUT"/logs/*.log > "$OUT/logs.txt" && rm -r "$OUT/logs"
-nvidia-smi --query-gpu=name,memory.used --format=csv >> "$OUT/logs.txt" 2>&1
-tail -n 60 "$OUT/logs.txt"
+cat "$OUT"/logs/*.log && rm -r "$OUT/logs"   # stdout only: $OUT keeps at most 8 files here

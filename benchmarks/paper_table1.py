@@ -4,13 +4,20 @@ store. Prints Markdown (for REPRODUCTION.md).
     python benchmarks/paper_table1.py runs/table1_mnist mnist
     python benchmarks/paper_table1.py runs/table1_cifar10 cifar10
     python benchmarks/paper_table1.py runs/table1_imagenet imagenet
+
+Every attack of the store whose label starts with one of the paper's rows (e.g. both "C&W-l2"
+and "C&W-l2 (9x1000)") gets its own row; rows the paper does not have for a dataset (ImageNet
++overlap) are printed with "not in paper". Model passes are per attack; wall times are per
+attack *and device* (a store may hold shards run on a CPU and on a GPU).
 """
 from __future__ import annotations
 
 import argparse
 import math
 
-from strattack.evaluation.report import CASES, NORMS, ratio_rows, report_rows
+from collections import defaultdict
+
+from strattack.evaluation.report import CASES, NORMS, ratio_rows, report_rows, store_labels
 from strattack.evaluation.store import ResultStore
 
 # The paper's Table 1 (Xu et al., ICLR 2019): per attack and case, (ASR %, l0, l1, l2, linf);
@@ -67,45 +74,62 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("dataset", choices=sorted(PAPER))
+    parser.add_argument("--ratio", nargs=2, action="append", metavar=("NUM", "DEN"),
+                        help="only these ratios (labels; repeatable); default: every StrAttack "
+                             "row over every C&W row")
     args = parser.parse_args()
     with ResultStore(f"{args.run_dir}/results.sqlite") as store:
         rows = report_rows(store)
+        by_device: dict[str, dict[str, list[float]]] = {}    # label -> device -> seconds
+        for key, label in store_labels(store).items():
+            seconds = defaultdict(list)
+            for r in store.records(key):
+                seconds[r.device or "not recorded"].append(r.seconds)
+            by_device[label] = seconds
     labels = {r["attack"] for r in rows}
-    resolve = {}
-    for paper_name, ours in OURS.items():
-        match = sorted(l for l in labels if l == ours or l.startswith(ours + " ("))
-        if match:
-            resolve[paper_name] = match[0]
+    # paper row -> every matching label of ours, e.g. C&W -> [C&W-l2, C&W-l2 (9x1000)]
+    resolve = {paper_name: sorted(l for l in labels if l == ours or l.startswith(ours + " ("))
+               for paper_name, ours in OURS.items()}
+    resolve = {k: v for k, v in resolve.items() if v}
     by_key = {(r["attack"], r["case"]): r for r in rows}
     print("| attack | case | images / examples | ASR % | ℓ0 | ℓ1 | ℓ2 | ℓ∞ | paper ASR | ℓ0 | ℓ1 | ℓ2 | ℓ∞ |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for paper_name, paper_rows in PAPER[args.dataset].items():
-        for case, paper in zip(CASES, paper_rows):
-            label = resolve.get(paper_name)
-            r = by_key.get((label, case)) if label else None
-            ours = ([f"{r['images']} / {r['examples']}", _fmt(r["ASR %"])]
-                    + [_fmt(r[n]) for n in NORMS]) if r else ["not run"] + [""] * 5
-            print(f"| {label or paper_name} | {case} | " + " | ".join(ours) + " | "
-                  + " | ".join(_fmt(v) for v in paper) + " |")
-    print("\n| attack | examples | model passes / example | seconds / example | total seconds |")
-    print("|---|---|---|---|---|")
-    for label in resolve.values():
-        r = by_key[(label, "average")]
-        print(f"| {label} | {r['examples']} | {_fmt(r['passes/ex'])} | {_fmt(r['s/ex'])} | "
-              f"{float(r['s/ex']) * int(r['examples']):.0f} |")
+    paper_table = PAPER[args.dataset]
+    for paper_name in OURS:
+        paper_rows = paper_table.get(paper_name)
+        for label in resolve.get(paper_name, [None] if paper_rows else []):
+            for i, case in enumerate(CASES):
+                r = by_key.get((label, case)) if label else None
+                ours = ([f"{r['images']} / {r['examples']}", _fmt(r["ASR %"])]
+                        + [_fmt(r[n]) for n in NORMS]) if r else ["not run"] + [""] * 5
+                paper = ([_fmt(v) for v in paper_rows[i]] if paper_rows
+                         else ["not in paper"] + [""] * 4)
+                print(f"| {label or paper_name} | {case} | " + " | ".join(ours) + " | "
+                      + " | ".join(paper) + " |")
+    print("\n| attack | model passes / example | device | examples | seconds / example | total seconds |")
+    print("|---|---|---|---|---|---|")
+    for label in (l for ls in resolve.values() for l in ls):
+        passes = _fmt(by_key[(label, "average")]["passes/ex"])
+        for device, secs in sorted(by_device[label].items()):
+            print(f"| {label} | {passes} | {device} | {len(secs)} | {_fmt(sum(secs) / len(secs))} | "
+                  f"{sum(secs):.0f} |")
     if "StrAttack" in resolve and "C&W" in resolve:
         print("\n| ratio | case | ℓ0 ours | ℓ0 paper | ℓ2 ours | ℓ2 paper |")
         print("|---|---|---|---|---|---|")
         for name in ("StrAttack", "+overlap"):
-            if name not in resolve or name not in PAPER[args.dataset]:
-                continue
-            ours = {r["case"]: r for r in ratio_rows(rows, resolve[name], resolve["C&W"])}
-            for i, case in enumerate(CASES):
-                p_num, p_den = PAPER[args.dataset][name][i], PAPER[args.dataset]["C&W"][i]
-                print(f"| {resolve[name]} / {resolve['C&W']} | {case} | {_fmt(ours[case]['l0'])} | "
-                      f"{_fmt(p_num[1] / p_den[1])} | {_fmt(ours[case]['l2'])} | "
-                      f"{_fmt(p_num[3] / p_den[3])} |")
-
+            for num in resolve.get(name, []):
+                for den in resolve["C&W"]:
+                    if args.ratio and [num, den] not in args.ratio:
+                        continue
+                    ours = {r["case"]: r for r in ratio_rows(rows, num, den)}
+                    for i, case in enumerate(CASES):
+                        if name in paper_table:
+                            p_num, p_den = paper_table[name][i], paper_table["C&W"][i]
+                            p_l0, p_l2 = _fmt(p_num[1] / p_den[1]), _fmt(p_num[3] / p_den[3])
+                        else:
+                            p_l0 = p_l2 = "not in paper"
+                        print(f"| {num} / {den} | {case} | {_fmt(ours[case]['l0'])} | {p_l0} | "
+                              f"{_fmt(ours[case]['l2'])} | {p_l2} |")
 
 if __name__ == "__main__":
     main()

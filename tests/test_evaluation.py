@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +99,50 @@ def test_shards_cover_every_example_exactly_once():
             parse_shard(bad)
 
 
+def test_a_store_written_before_devices_were_recorded_is_migrated_and_merges(tmp_path):
+    old = tmp_path / "old.sqlite"
+    # The examples table as schema 1 wrote it: no device column.
+    with closing(sqlite3.connect(old)) as db, db:
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE attacks (key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL,"
+            " label TEXT);"
+            "CREATE TABLE examples (attack TEXT NOT NULL, image INTEGER NOT NULL,"
+            " target INTEGER NOT NULL, true_label INTEGER NOT NULL, success INTEGER NOT NULL,"
+            " l0 REAL, l1 REAL, l2 REAL, linf REAL, groups REAL, forward_passes INTEGER,"
+            " backward_passes INTEGER, seconds REAL, batch_size INTEGER, shape TEXT NOT NULL,"
+            " perturbation BLOB NOT NULL, PRIMARY KEY (attack, image, target));")
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "1"), ("dataset", "mnist")])
+        key = attack_key("fgm", {})
+        db.execute("INSERT INTO attacks VALUES (?, 'fgm', '{}', NULL)", (key,))
+        db.execute("INSERT INTO examples VALUES (?, 0, 1, 0, 1, 3, 2, 1, 0.5, 1, 10, 5, 0.5, 4,"
+                   " '[1]', ?)", (key, zlib.compress(np.float32([1]).tobytes())))
+    # Merged into a store with devices: the old row comes over with no device.
+    with ResultStore(tmp_path / "new.sqlite", {"dataset": "mnist"}) as new:
+        new.write(new.add_attack("fgm", {}), [record(5, 1, device="cuda:0 Some GPU")])
+    assert list(merge_stores(tmp_path / "new.sqlite", [old]).values()) == [1]
+    with ResultStore(tmp_path / "new.sqlite") as new:
+        assert {(r.image, r.device) for r in new.records(key)} == {(0, None), (5, "cuda:0 Some GPU")}
+    # Opened directly, the old store gains the column and keeps its row.
+    with ResultStore(old) as s:
+        assert [(r.image, r.l0, r.device) for r in s.records(key)] == [(0, 3.0, None)]
+        s.write(key, [record(1, 1, device="cpu (1 thread)")])
+        assert [r.device for r in s.records(key)] == [None, "cpu (1 thread)"]
+
+
 # ------------------------------------------------------------------ report
+def test_seconds_are_only_averaged_over_one_device():
+    cpu = [record(0, 1, seconds=2.0, device="cpu (1 thread)"),
+           record(0, 2, seconds=4.0, device="cpu (1 thread)")]
+    gpu = [record(1, 1, seconds=0.1, device="cuda:0 GPU")]
+    rows = case_rows("x", cpu)
+    assert rows[0]["s/ex"] == 3.0 and rows[0]["device"] == "cpu (1 thread)"
+    mixed = case_rows("x", cpu + gpu + [record(2, 1)])
+    assert all(math.isnan(r["s/ex"]) for r in mixed)
+    assert mixed[1]["device"] == "mixed: cpu (1 thread) x2, cuda:0 GPU x1, not recorded x1"
+    assert mixed[1]["passes/ex"] == 15 and mixed[1]["l2"] == 1.0   # the rest is unaffected
+
+
 def test_case_rows_on_a_hand_made_store():
     recs = [record(0, 1, l2=1.0, l0=10), record(0, 2, l2=3.0, l0=30),    # image 0: both succeed
             record(1, 1, l2=2.0, l0=20), record(1, 2, success=False, l2=0.0, l0=0),
@@ -152,6 +197,9 @@ def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tm
         assert again.attacked == {"ifgsm": 0} and again.skipped == {"ifgsm": 12}
         assert counting.calls == calls                 # nothing redone
         full = {(r.image, r.target): r for r in store.records(attack_key("ifgsm", spec.params))}
+    threads = torch.get_num_threads()
+    assert {r.device for r in full.values()} == {
+        f"cpu ({threads} thread{'s' if threads != 1 else ''})"}
     shards = []
     for i in range(3):
         shards.append(tmp_path / f"s{i}.sqlite")

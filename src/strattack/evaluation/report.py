@@ -12,7 +12,9 @@ Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out
 * Norms (l0, l1, l2, linf, nonzero groups) are means over the successful examples of the case
   (so an attack that fails more can show smaller norms: read them next to the ASR).
 * Model passes and seconds per example are means over *all* examples of the attack (the cost
-  of running it), the same in every case.
+  of running it), the same in every case. ``device`` is where they ran; when an attack's
+  examples ran on more than one device (shards on different machines), s/ex is left out
+  (``nan``): a mean over a CPU and a GPU would describe neither.
 
 For untargeted runs (one example per image) the three cases coincide.
 """
@@ -33,7 +35,7 @@ __all__ = ["CASES", "NORMS", "case_rows", "default_labels", "ratio_rows", "repor
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "l0", "l1", "l2", "linf",
-                  "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex")
+                  "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -50,7 +52,16 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
         by_image[r.image].append(r)
     forward = _mean([r.forward_passes for r in records])
     backward = _mean([r.backward_passes for r in records])
-    seconds = _mean([r.seconds for r in records])
+    devices = {r.device for r in records}
+    if len(devices) == 1:
+        seconds = _mean([r.seconds for r in records])
+        device = next(iter(devices)) or "not recorded"
+    else:
+        seconds = math.nan
+        counts = defaultdict(int)
+        for r in records:
+            counts[r.device or "not recorded"] += 1
+        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(counts.items()))
     rows = []
     for case in cases:
         if case == "average":
@@ -75,6 +86,7 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
         row["bwd/ex"] = backward
         row["passes/ex"] = forward + backward
         row["s/ex"] = seconds
+        row["device"] = device
         rows.append(row)
     return rows
 

@@ -87,8 +87,20 @@ class RunSummary:
         return "; ".join(parts) + f" in {self.seconds:.1f} s"
 
 
+def device_description(device: torch.device) -> str:
+    """What a store records as the device of an example: the GPU's name, or the CPU threads
+    torch uses (a run's seconds depend on both)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    return str(device)
+
+
 def _records(batch: Sequence[tuple[int, int]], true_labels: Tensor, result: AttackResult,
-             groups: GroupSpec | None, seconds: float) -> list[ExampleRecord]:
+             groups: GroupSpec | None, seconds: float, device: str) -> list[ExampleRecord]:
     delta = result.perturbation.detach()
     metrics = {k: v.cpu() for k, v in perturbation_metrics(delta, groups).items()}
     delta_np = delta.float().cpu().numpy()
@@ -104,7 +116,7 @@ def _records(batch: Sequence[tuple[int, int]], true_labels: Tensor, result: Atta
             l2=float(metrics["l2"][j]), linf=float(metrics["linf"][j]),
             groups=float(metrics["groups"][j]) if "groups" in metrics else float("nan"),
             forward_passes=int(fwd[j]), backward_passes=int(bwd[j]), seconds=seconds / n,
-            batch_size=n, perturbation=delta_np[j]))
+            batch_size=n, perturbation=delta_np[j], device=device))
     return out
 
 
@@ -158,6 +170,7 @@ def run_evaluation(
         summary.successes[spec.display] = 0
     total = sum(len(v) for v in todo.values())
     device = inputs.device
+    device_name = device_description(device)
     labels = labels.to(device)
     start_all = time.perf_counter()
     bar = _progress(total, progress)
@@ -192,8 +205,10 @@ def run_evaluation(
                     result = attack(model, x, y, targeted=False, **spec.params)
                 else:
                     result = attack(model, x, target, targeted=True, true_labels=y, **spec.params)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the seconds must include queued GPU work
                 seconds = time.perf_counter() - start
-                records = _records(batch, y.cpu(), result, groups, seconds)
+                records = _records(batch, y.cpu(), result, groups, seconds, device_name)
                 store.write(key, records)
                 summary.attacked[spec.display] += len(batch)
                 summary.successes[spec.display] += sum(r.success for r in records)

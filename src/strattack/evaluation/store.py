@@ -7,6 +7,10 @@ makes merging shard stores idempotent.
 
 An *attack key* names one attack configuration: the attack's name plus its parameters as
 canonical JSON. Two runs with different parameters never mix their rows.
+
+Each example also records the device it ran on (e.g. ``cpu (1 thread)`` or
+``cuda:0 NVIDIA H100 80GB HBM3``): shards may run on different machines, and a mean of seconds
+over a CPU and a GPU means nothing. Stores written before this column have NULL there.
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ExampleRecord", "ResultStore", "attack_key", "merge_stores"]
+
+#: Columns of ``examples`` in table order (``device`` last: older stores gain it by ALTER TABLE).
+EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "l1", "l2", "linf",
+                   "groups", "forward_passes", "backward_passes", "seconds", "batch_size",
+                   "shape", "perturbation", "device")
 
 SCHEMA_VERSION = "1"
 
@@ -42,6 +51,7 @@ CREATE TABLE IF NOT EXISTS examples (
     batch_size INTEGER,
     shape TEXT NOT NULL,           -- JSON shape of the perturbation
     perturbation BLOB NOT NULL,    -- zlib-compressed float32, C order
+    device TEXT,                   -- where it ran, e.g. 'cpu (2 threads)'; NULL: not recorded
     PRIMARY KEY (attack, image, target));
 """
 
@@ -69,6 +79,7 @@ class ExampleRecord:
     seconds: float
     batch_size: int
     perturbation: np.ndarray
+    device: str | None = None      # where it ran; None in stores that did not record it
 
 
 def _pack(delta: np.ndarray) -> tuple[str, bytes]:
@@ -98,6 +109,9 @@ class ResultStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(attacks)")}
         if "label" not in columns:      # stores written before labels were kept
             self._db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(examples)")}
+        if "device" not in columns:     # stores written before devices were kept
+            self._db.execute("ALTER TABLE examples ADD COLUMN device TEXT")
         self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
 
     def _check_meta(self, meta: Mapping[str, str]) -> None:
@@ -151,15 +165,15 @@ class ResultStore:
     def records(self, key: str, with_perturbation: bool = False) -> Iterator[ExampleRecord]:
         """The finished examples of ``key`` ordered by (image, target)."""
         cols = ("image, target, true_label, success, l0, l1, l2, linf, groups, forward_passes, "
-                "backward_passes, seconds, batch_size, shape, "
+                "backward_passes, seconds, batch_size, device, shape, "
                 + ("perturbation" if with_perturbation else "NULL"))
         rows = self._db.execute(f"SELECT {cols} FROM examples WHERE attack = ? "
                                 "ORDER BY image, target", (key,))
-        for *vals, shape, blob in rows:
+        for *vals, device, shape, blob in rows:
             delta = _unpack(shape, blob) if with_perturbation else np.empty(0, np.float32)
             yield ExampleRecord(int(vals[0]), int(vals[1]), int(vals[2]), bool(vals[3]),
                                 *map(float, vals[4:9]), int(vals[9]), int(vals[10]),
-                                float(vals[11]), int(vals[12]), delta)
+                                float(vals[11]), int(vals[12]), delta, device)
 
     # ---------------------------------------------------------------- writing
     def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None) -> str:
@@ -181,12 +195,12 @@ class ResultStore:
             shape, blob = _pack(r.perturbation)
             rows.append((key, r.image, r.target, r.true_label, int(r.success), r.l0, r.l1, r.l2,
                          r.linf, r.groups, r.forward_passes, r.backward_passes, r.seconds,
-                         r.batch_size, shape, blob))
+                         r.batch_size, shape, blob, r.device))
         with self._transaction():
             before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR IGNORE INTO examples VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                f"INSERT OR IGNORE INTO examples ({', '.join(EXAMPLE_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(EXAMPLE_COLUMNS))})", rows)
             return self._db.total_changes - before
 
 
@@ -222,7 +236,12 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                     out._db.execute("INSERT OR IGNORE INTO attacks (key, name, params, label) "
                                     f"SELECT key, name, params, {label} FROM src.attacks")
                     n_attacks = out._db.total_changes - before
-                    out._db.execute("INSERT OR IGNORE INTO examples SELECT * FROM src.examples")
+                    # By column name: a source written before a column existed gives NULL.
+                    have = {row[1] for row in
+                            out._db.execute("PRAGMA src.table_info(examples)")}
+                    picked = ", ".join(c if c in have else "NULL" for c in EXAMPLE_COLUMNS)
+                    out._db.execute(f"INSERT OR IGNORE INTO examples ({', '.join(EXAMPLE_COLUMNS)}) "
+                                    f"SELECT {picked} FROM src.examples")
                     added[str(src)] = out._db.total_changes - before - n_attacks
             finally:
                 out._db.execute("DETACH DATABASE src")
