@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from strattack.cli import main
 from strattack.data import load_samples
-from strattack.evaluation.report import case_rows, ratio_rows, report_rows, store_labels
+from strattack.evaluation.report import (case_rows, cost_rows, ratio_rows, report_rows,
+                                        store_labels)
 from strattack.evaluation.runner import AttackSpec, run_evaluation
 from strattack.evaluation.store import ExampleRecord, ResultStore, attack_key, merge_stores
 from strattack.evaluation.tasks import in_shard, make_tasks, parse_shard
@@ -141,6 +142,21 @@ def test_seconds_are_only_averaged_over_one_device():
     assert all(math.isnan(r["s/ex"]) for r in mixed)
     assert mixed[1]["device"] == "mixed: cpu (1 thread) x2, cuda:0 GPU x1, not recorded x1"
     assert mixed[1]["passes/ex"] == 15 and mixed[1]["l2"] == 1.0   # the rest is unaffected
+
+
+def test_report_gives_the_cost_per_device_when_devices_mix(tmp_path):
+    with ResultStore(tmp_path / "results.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("fgm", {}, label="FGM")
+        store.write(key, [record(0, 1, seconds=2.0, device="cpu (1 thread)"),
+                          record(0, 2, seconds=4.0, device="cpu (1 thread)",
+                                 forward_passes=20, backward_passes=9),
+                          record(1, 1, seconds=0.1, device="cuda:0 GPU")])
+        rows = cost_rows(store)
+    assert [(r["device"], r["examples"], r["passes/ex"], r["s/ex"], r["seconds"]) for r in rows] \
+        == [("cpu (1 thread)", 2, 22.0, 3.0, 6.0), ("cuda:0 GPU", 1, 15.0, 0.1, 0.1)]
+    out = CliRunner().invoke(main, ["report", str(tmp_path), "--no-figures"])
+    assert out.exit_code == 0, out.output
+    assert "cost per device" in out.output and "| FGM | cuda:0 GPU | 1 | 15 | 0.1 | 0.1 |" in out.output
 
 
 def test_case_rows_on_a_hand_made_store():

@@ -345,7 +345,8 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes RUN_DIR/report.csv and report.json (+ PNG figures)."""
-    from .evaluation.report import REPORT_COLUMNS, ratio_rows, report_rows, write_report
+    from .evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_rows,
+                                    report_rows, write_report)
     from .evaluation.store import ResultStore
     from .evaluation.summary import markdown_table
 
@@ -361,6 +362,10 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
             raise click.ClickException(f"{path} has no finished examples yet")
         click.echo(markdown_table(rows, REPORT_COLUMNS))
         written = write_report(rows, run_dir)
+        if any(str(r["device"]).startswith("mixed") for r in rows):
+            # s/ex is left out above where devices mix; give it per device instead.
+            click.echo("\ncost per device (the attacks' examples ran on more than one):\n"
+                       + markdown_table(cost_rows(store), COST_COLUMNS))
         if ratios:
             try:
                 table = [r for num, den in ratios for r in ratio_rows(rows, num, den)]

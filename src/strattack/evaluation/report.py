@@ -29,8 +29,8 @@ from pathlib import Path
 
 from .store import ExampleRecord, ResultStore
 
-__all__ = ["CASES", "NORMS", "case_rows", "default_labels", "ratio_rows", "report_rows",
-           "store_labels", "write_report"]
+__all__ = ["CASES", "COST_COLUMNS", "NORMS", "case_rows", "cost_rows", "default_labels",
+           "ratio_rows", "report_rows", "store_labels", "write_report"]
 
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
@@ -127,6 +127,27 @@ def report_rows(store: ResultStore, rank_by: str = "l2",
         records = list(store.records(key))
         if records:
             rows += case_rows(labels[key], records, rank_by)
+    return rows
+
+
+COST_COLUMNS = ("attack", "device", "examples", "passes/ex", "s/ex", "seconds")
+
+
+def cost_rows(store: ResultStore, labels: dict[str, str] | None = None) -> list[dict[str, object]]:
+    """Model passes and wall time per attack *and device*: the cost table of a store whose
+    shards ran on different devices (where :func:`case_rows` leaves s/ex out)."""
+    labels = labels or store_labels(store)
+    rows: list[dict[str, object]] = []
+    for key in store.attacks():
+        by_device: dict[str, list[ExampleRecord]] = defaultdict(list)
+        for r in store.records(key):
+            by_device[r.device or "not recorded"].append(r)
+        for device, records in sorted(by_device.items()):
+            seconds = sum(r.seconds for r in records)
+            rows.append({"attack": labels[key], "device": device, "examples": len(records),
+                         "passes/ex": _mean([r.forward_passes + r.backward_passes
+                                             for r in records]),
+                         "s/ex": seconds / len(records), "seconds": seconds})
     return rows
 
 
