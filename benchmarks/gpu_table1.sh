@@ -4,6 +4,11 @@
 # resumable store under $OUT; merge them into the CPU stores afterwards with `strattack merge`.
 #
 #   OUT=runs/gpu CIFAR_ROOT=data-cache IMAGENET=/path/to/imagenet-sample bash benchmarks/gpu_table1.sh
+#   OUT=runs/gpu CIFAR_ROOT=data-cache MNIST_ROOT=../shared/data PHASE=2 bash benchmarks/gpu_table1.sh
+#   OUT=runs/gpu IMAGENET=/path/to/imagenet-sample PHASE=3 bash benchmarks/gpu_table1.sh
+# Phase 1 took 281 s, phase 2 573 s (one MNIST shard hit LIMIT=480 with 4 examples left, finished
+# on the CPU), phase 3 186 s on one H100. Needs the package importable (pip install -e . or
+# PYTHONPATH=src) and, for phase 2, PYTHONPATH to include benchmarks/.
 #
 # CIFAR_ROOT needs only cifar-10-batches-py/test_batch; IMAGENET must be the same path the CPU
 # store was made with (the store records the resolved folder), and needs labels.csv and the
