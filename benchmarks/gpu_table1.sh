@@ -5,7 +5,7 @@
 #
 #   OUT=runs/gpu CIFAR_ROOT=data-cache IMAGENET=/path/to/imagenet-sample bash benchmarks/gpu_table1.sh
 #   OUT=runs/gpu CIFAR_ROOT=data-cache MNIST_ROOT=../shared/data PHASE=2 bash benchmarks/gpu_table1.sh
-#   OUT=runs/gpu IMAGENET=/path/to/imagenet-sample PHASE=3 bash benchmarks/gpu_table1.sh
+#   OUT=runs/gpu IMAGENET=/path/to/imagenet-sample PHASE=3 bash benchmarks/gpu_table1.sh   # and PHASE=4
 # Phase 1 took 281 s, phase 2 573 s (one MNIST shard hit LIMIT=480 with 4 examples left, finished
 # on the CPU), phase 3 186 s on one H100. Needs the package importable (pip install -e . or
 # PYTHONPATH=src) and, for phase 2, PYTHONPATH to include benchmarks/.
@@ -44,6 +44,14 @@ for i in 0 1 2 3; do
       --only 'StrAttack (9x1000)' --batch-size 15 --shard $i/4 -o "$OUT/imagenet_str" &
   run imagenet_str_overlap_$i $st --config configs/table1_imagenet_gpu.toml --dataset "$IMAGENET" -n 20 \
       --only 'StrAttack+overlap (13x13, stride 6, 9x1000)' --batch-size 15 --shard $i/4 -o "$OUT/imagenet_str_overlap" &
+done
+elif [ "${PHASE:-1}" = 4 ]; then
+# Phase 4: tau scan of StrAttack on ImageNet (configs/imagenet_tau_scan.toml), 2 shards per tau.
+for tau in 0.5 1 4; do
+  for i in 0 1; do
+    run imagenet_tau${tau}_$i $st --config configs/imagenet_tau_scan.toml --dataset "$IMAGENET" -n 20 \
+        --only "StrAttack tau=$tau" --shard $i/2 -o "$OUT/tau$tau" &
+  done
 done
 else
 # Phase 2: GPU speed of the attack core on its own (nothing else on the GPU), then the rest of
