@@ -322,9 +322,11 @@ def test_eval_and_report_end_to_end(tmp_path):
                                "--no-progress", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "fgm: 2 attacked" in res.output and "ifgsm: 2 attacked" in res.output
+    assert "; device cpu (" in res.output
     res = runner.invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "| ifgsm | worst | 2 | 2 |" in res.output
+    assert "cost per device" not in res.output          # one device: s/ex in the main table
     for name in ("report.csv", "report.json", "l0_histogram.png", "group_heatmaps.png"):
         assert (tmp_path / name).stat().st_size > 0
     res = runner.invoke(main, ["report", str(tmp_path), "--no-figures", "--ratio", "ifgsm", "fgm"])

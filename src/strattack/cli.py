@@ -225,7 +225,7 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             -a str_attack -a cw_l2 -o runs/mnist
     """
     from .data.evaluation_data import first_correct, load_evaluation_data
-    from .evaluation.runner import run_evaluation
+    from .evaluation.runner import device_description, run_evaluation
     from .evaluation.store import ResultStore
     from .evaluation.tasks import make_tasks, parse_shard
     from .models.loading import load_model
@@ -308,7 +308,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             "weights": str(opt.get("weights")), "group_size": str(data.group_size)}
     click.echo(f"{data.name}: {len(chosen_ids)} images x targets={opt['targets']} -> {len(tasks)} "
                f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
-               f"{shard[0]}/{shard[1]}; store {out / store_name}")
+               f"{shard[0]}/{shard[1]}; device {device_description(images.device)}; "
+               f"store {out / store_name}")
     try:
         with ResultStore(out / store_name, meta) as store, ExitStack() as stack:
             # A shard skips what an unsharded run in the same folder already finished (the
