@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from collections import defaultdict
-
-from strattack.evaluation.report import CASES, NORMS, ratio_rows, report_rows, store_labels
+from strattack.evaluation.report import CASES, NORMS, cost_rows, ratio_rows, report_rows
 from strattack.evaluation.store import ResultStore
 
 # The paper's Table 1 (Xu et al., ICLR 2019): per attack and case, (ASR %, l0, l1, l2, linf);
@@ -80,12 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     with ResultStore(f"{args.run_dir}/results.sqlite") as store:
         rows = report_rows(store)
-        by_device: dict[str, dict[str, list[float]]] = {}    # label -> device -> seconds
-        for key, label in store_labels(store).items():
-            seconds = defaultdict(list)
-            for r in store.records(key):
-                seconds[r.device or "not recorded"].append(r.seconds)
-            by_device[label] = seconds
+        costs = cost_rows(store)          # per attack and device
     labels = {r["attack"] for r in rows}
     # paper row -> every matching label of ours, e.g. C&W -> [C&W-l2, C&W-l2 (9x1000)]
     resolve = {paper_name: sorted(l for l in labels if l == ours or l.startswith(ours + " ("))
@@ -110,9 +103,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for label in (l for ls in resolve.values() for l in ls):
         passes = _fmt(by_key[(label, "average")]["passes/ex"])
-        for device, secs in sorted(by_device[label].items()):
-            print(f"| {label} | {passes} | {device} | {len(secs)} | {_fmt(sum(secs) / len(secs))} | "
-                  f"{sum(secs):.0f} |")
+        for c in (c for c in costs if c["attack"] == label):
+            print(f"| {label} | {passes} | {c['device']} | {c['examples']} | {_fmt(c['s/ex'])} | "
+                  f"{c['seconds']:.0f} |")
     if "StrAttack" in resolve and "C&W" in resolve:
         print("\n| ratio | case | ℓ0 ours | ℓ0 paper | ℓ2 ours | ℓ2 paper |")
         print("|---|---|---|---|---|---|")
