@@ -580,3 +580,22 @@ def test_only_runs_the_chosen_attacks_of_a_config_and_rejects_unknown_ones(tmp_p
     assert _count(tmp_path / "run" / "results.sqlite") == 5
     res = CliRunner().invoke(main, [*base, "-n", "3", "--only", "C&W"])
     assert res.exit_code != 0 and "--only 'C&W'" in res.output and "I-FGSM" in res.output
+
+
+def test_an_unusable_device_is_a_clear_error_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    base = ["eval", "--dataset", "mnist", "--bundled", "-n", "1", "-a", "fgm", "-o", str(out)]
+    res = CliRunner().invoke(main, [*base, "--device", "cuda"])
+    assert res.exit_code == 2 and "no usable CUDA device" in res.output, res.output
+    res = CliRunner().invoke(main, [*base, "--device", "gpu0"])
+    assert res.exit_code == 2 and "'gpu0' is not a torch device" in res.output, res.output
+    config = tmp_path / "c.toml"                       # a device from a config file too
+    config.write_text('dataset = "mnist"\nbundled = true\ndevice = "cuda:1"\n'
+                      '[[attack]]\nname = "fgm"\n')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-n", "1", "-o", str(out)])
+    assert res.exit_code == 2 and "device: 'cuda:1'" in res.output, res.output
+    res = CliRunner().invoke(main, ["explain", "--dataset", "mnist", "--bundled", "--image", "3",
+                                    "--target", "5", "--device", "cuda", "-o", str(out)])
+    assert res.exit_code == 2 and "no usable CUDA device" in res.output, res.output
+    assert not out.exists()                            # nothing written

@@ -20,6 +20,30 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
                               help="torch CPU threads (give parallel jobs 1 each).")
 
 
+def check_device(text: str) -> str:
+    """``text`` if torch can run there, else a clear error (not a traceback from torch's
+    lazy CUDA initialisation when the first tensor is moved)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise click.BadParameter(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{text!r}: this torch has no usable CUDA device "
+                                     f"(torch {torch.__version__}; torch.cuda.is_available() "
+                                     "is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise click.BadParameter(f"{text!r}: only {torch.cuda.device_count()} CUDA "
+                                     "device(s) here")
+    return text
+
+
+def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else check_device(value)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="strattack")
 def main() -> None:
@@ -35,7 +59,8 @@ def main() -> None:
               help="Target class = (true label + offset) mod 10.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("strattack-demo.png"), show_default=True, help="PNG figure to write.")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+              help="torch device, e.g. cpu or cuda.")
 def demo(dataset: str, num_images: int, target_offset: int, output: Path, device: str) -> None:
     """Attack a few bundled images with StrAttack and a dense l2 baseline; print a table and
     write a Fig. 2-style PNG (original, adversarial, group-wise perturbation heatmap)."""
@@ -208,7 +233,8 @@ def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
               help="Targets per image for --targets random [default: 1].")
 @click.option("--seed", type=int, default=None, help="Seed of random targets and torch [default: 0].")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
-@click.option("--device", default=None, help="torch device [default: cpu].")
+@click.option("--device", default=None, callback=_device_callback,
+              help="torch device [default: cpu].")
 @THREADS_OPTION
 @click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -247,6 +273,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     defaults = dict(targets="all", num_targets=1, seed=0, batch_size=64, device="cpu",
                     bundled=False, out=None)
     opt = {**defaults, **opt}
+    try:
+        check_device(str(opt["device"]))        # a config file's device is checked here
+    except click.BadParameter as err:
+        raise click.UsageError(f"device: {err.message}") from err
     if opt.get("dataset") is None:
         raise click.UsageError("--dataset is required (or dataset = ... in --config)")
     if opt["out"] is None:
@@ -456,7 +486,8 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
               help="nu of B_ASM in the Fig. 3(b) panels (the paper uses the 90th percentile).")
 @click.option("--asm-variant", type=click.Choice(["61", "60"]), default="61", show_default=True,
               help="ASM of eq. (61) (true vs target logit) or eq. (60) (target vs all others).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+              help="torch device, e.g. cpu or cuda.")
 @THREADS_OPTION
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder [default: RUN_DIR/explain, or ./explain].")
