@@ -23,8 +23,6 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
 def check_device(text: str) -> str:
     """``text`` if torch can run there, else a clear error (not a traceback from torch's
     lazy CUDA initialisation when the first tensor is moved)."""
-    import torch
-
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError) as err:
@@ -233,8 +231,7 @@ def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
               help="Targets per image for --targets random [default: 1].")
 @click.option("--seed", type=int, default=None, help="Seed of random targets and torch [default: 0].")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
-@click.option("--device", default=None, callback=_device_callback,
-              help="torch device [default: cpu].")
+@click.option("--device", default=None, help="torch device [default: cpu].")
 @THREADS_OPTION
 @click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -274,7 +271,7 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
                     bundled=False, out=None)
     opt = {**defaults, **opt}
     try:
-        check_device(str(opt["device"]))        # a config file's device is checked here
+        check_device(str(opt["device"]))        # from --device or the config file
     except click.BadParameter as err:
         raise click.UsageError(f"device: {err.message}") from err
     if opt.get("dataset") is None:

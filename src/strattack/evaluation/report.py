@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,16 +52,13 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
         by_image[r.image].append(r)
     forward = _mean([r.forward_passes for r in records])
     backward = _mean([r.backward_passes for r in records])
-    devices = {r.device for r in records}
-    if len(devices) == 1:
+    devices = Counter(r.device or "not recorded" for r in records)
+    if len(devices) <= 1:
         seconds = _mean([r.seconds for r in records])
-        device = next(iter(devices)) or "not recorded"
+        device = next(iter(devices), "not recorded")
     else:
         seconds = math.nan
-        counts = defaultdict(int)
-        for r in records:
-            counts[r.device or "not recorded"] += 1
-        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(counts.items()))
+        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items()))
     rows = []
     for case in cases:
         if case == "average":
