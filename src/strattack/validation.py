@@ -34,9 +34,14 @@ def check_labels(labels: Tensor, n: int, name: str = "labels") -> None:
 
 
 def check_logits(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-    """One forward pass on the clean inputs; checks the model returns (N, K) logits."""
+    """One forward pass on the clean inputs; checks the model returns finite (N, K) logits."""
     with torch.no_grad():
-        logits = model(inputs)
+        try:
+            logits = model(inputs)
+        except (RuntimeError, TypeError, ValueError) as err:   # wrong channels, size, dtype...
+            raise ValueError(f"the model failed on the inputs (shape {tuple(inputs.shape)}, dtype "
+                             f"{inputs.dtype}, device {inputs.device}): {err}. Give images of "
+                             "the shape, channels and device the model expects") from err
     if not isinstance(logits, Tensor):
         raise TypeError(f"the model must return a logits tensor of shape (N, K), "
                         f"got {type(logits).__name__}")
@@ -46,7 +51,33 @@ def check_logits(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
                          f"got {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise TypeError(f"the model must return floating-point logits, got {logits.dtype}")
+    check_finite_logits(logits)
+    check_not_probabilities(logits)
     return logits
+
+
+def check_finite_logits(logits: Tensor) -> None:
+    """NaN or Inf logits make every margin NaN: the attack would spend its whole budget and
+    report a failure."""
+    bad = (~torch.isfinite(logits)).any(dim=1).nonzero().squeeze(1)
+    if bad.numel():
+        raise ValueError(f"the model returned NaN or Inf logits on the clean inputs for images "
+                         f"{_first(bad)}; check the model and its weights")
+
+
+def check_not_probabilities(logits: Tensor, atol: float = 1e-3) -> None:
+    """Rows in [0, 1] that sum to 1 are softmax outputs. The margin loss (3) needs logits: on
+    probabilities its gradient vanishes wherever the softmax saturates, and the attacks fail
+    without a word (0 of 2 in a test of the library)."""
+    sums = logits.double().sum(dim=1)
+    if ((logits >= 0).all() and (logits <= 1).all()
+            and ((sums - 1).abs() <= atol).all()):
+        raise ValueError("the model returns probabilities (every row is in [0, 1] and sums to "
+                         "1), but attacks need logits: remove the final softmax from the model")
+
+
+def _first(idx: Tensor, show: int = 10) -> str:
+    return f"{idx.tolist()[:show]}{'...' if idx.numel() > show else ''}"
 
 
 def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
@@ -72,5 +103,5 @@ def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labe
         same = (labels == true_labels.to(labels.device)).nonzero().squeeze(1)
         if same.numel():
             raise ValueError(f"targeted attack: the target equals the true label for images "
-                             f"{same.tolist()[:10]}{'...' if same.numel() > 10 else ''}")
+                             f"{_first(same)}")
     return logits

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..result import AttackResult, project_exact
-from ..solver.losses import logit_margin
+from ..solver.losses import is_adversarial, logit_margin
 from ..solver.search import PassCounter
 from ..validation import validate_attack_call
 
@@ -185,10 +185,11 @@ class AttackCall:
     labels: Tensor          # as long
     clean_margin: Tensor    # logit_margin at the inputs, from the validation pass
     counter: PassCounter
+    confidence: float = 0.0  # kappa: success means the wanted class wins by at least kappa
 
     @classmethod
     def start(cls, model: Model, inputs: Tensor, labels: Tensor, targeted: bool,
-              true_labels: Tensor | None) -> "AttackCall":
+              true_labels: Tensor | None, confidence: float = 0.0) -> "AttackCall":
         clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
         x0 = inputs.detach()
         labels = labels.long()
@@ -196,15 +197,17 @@ class AttackCall:
         counter = PassCounter.zeros(n, device)
         counter.add(torch.arange(n, device=device), "validation", backward=False)
         return cls(model, inputs, targeted, x0, labels,
-                   logit_margin(clean_logits, labels, targeted), counter)
+                   logit_margin(clean_logits, labels, targeted), counter, confidence)
 
     def finish(self, adv: Tensor, *, const: Tensor | None, iterations: Tensor) -> AttackResult:
-        """Final check: success is computed by running the model on the returned tensor."""
+        """Final check: success is computed by running the model on the returned tensor, with
+        the criterion the search used (margin <= -kappa, :func:`is_adversarial`)."""
         n = self.x0.shape[0]
         with torch.no_grad():
             final_margin = logit_margin(self.model(adv), self.labels, self.targeted)
         self.counter.add(torch.arange(n, device=self.x0.device), "final check", backward=False)
-        return AttackResult(adv=adv.detach(), success=final_margin < 0, inputs=self.inputs,
+        return AttackResult(adv=adv.detach(), success=is_adversarial(final_margin, self.confidence),
+                            inputs=self.inputs,
                             const=const, iterations=iterations,
                             forward_passes=self.counter.forward,
                             backward_passes=self.counter.backward, stages=self.counter.stages)

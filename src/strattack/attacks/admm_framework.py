@@ -24,8 +24,10 @@ from ..solver.groups import GroupSpec
 from ..solver.losses import is_adversarial, logit_margin
 from ..solver.search import Best, PassCounter, SearchSettings, constant_search
 from ..validation import check_inputs, validate_attack_call
+from .lifecycle import public_attack
 
 
+@public_attack
 def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
                targeted: bool = False,
                confidence: float = 0.0,
@@ -146,7 +148,7 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     with torch.no_grad():
         final_margin = logit_margin(model(adv), labels, targeted)
     counter.add(torch.arange(n, device=x0.device), "final check", backward=False)
-    success = final_margin < 0
+    success = is_adversarial(final_margin, confidence)   # the criterion of the search
     return AttackResult(adv=adv.detach(), success=success, inputs=inputs, const=best.const,
                         iterations=iterations, forward_passes=counter.forward,
                         backward_passes=counter.backward, stages=counter.stages,

@@ -32,8 +32,10 @@ from ..solver.losses import is_adversarial, logit_margin
 from ._baseline_common import (AttackCall, BatchAdam, BestSoFar, ConstSearch, Model, TanhBox,
                                budget_in_dtype, check_count, check_nonnegative, check_positive,
                                hinge, rows)
+from .lifecycle import public_attack
 
 
+@public_attack
 def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
           targeted: bool = False,
           confidence: float = 0.0,
@@ -67,7 +69,7 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     check_nonnegative("confidence", confidence)
     check_positive("learning_rate", learning_rate)
     ConstSearch.check(initial_const, binary_search_steps, max_iterations)
-    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
     x0, labels = call.x0, call.labels
 
     already = is_adversarial(call.clean_margin, confidence)
@@ -114,6 +116,7 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     return best.result(call, None, search.iterations)
 
 
+@public_attack
 def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
             targeted: bool = False,
             epsilon: float | None = None,
@@ -172,7 +175,7 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
     if not 0 < decrease_factor < 1:
         raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
     check_count("max_iterations", max_iterations)
-    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
     x0, labels = call.x0, call.labels
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
     budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)

@@ -14,6 +14,7 @@ from ..result import AttackResult
 from ..solver.losses import is_adversarial, logit_margin
 from ._baseline_common import (AttackCall, BestSoFar, ConstSearch, Model, check_choice,
                                check_nonnegative, check_positive, hinge, rows)
+from .lifecycle import public_attack
 
 Decision = Literal["en", "l1"]
 
@@ -26,6 +27,7 @@ def shrink(v: Tensor, beta: float, lo: Tensor, hi: Tensor) -> Tensor:
     return torch.minimum(torch.maximum(soft, lo), hi)
 
 
+@public_attack
 def ead(model: Model, inputs: Tensor, labels: Tensor, *,
         targeted: bool = False,
         confidence: float = 0.0,
@@ -66,7 +68,7 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
     check_choice("decision", decision, ("en", "l1"))
     check_positive("learning_rate", learning_rate)
     ConstSearch.check(initial_const, binary_search_steps, max_iterations)
-    call = AttackCall.start(model, inputs, labels, targeted, true_labels)
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
     x0, labels = call.x0, call.labels
 
     already = is_adversarial(call.clean_margin, confidence)

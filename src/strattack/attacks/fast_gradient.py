@@ -37,6 +37,7 @@ from ..solver.losses import logit_margin
 from ..solver.search import PassCounter
 from ._baseline_common import (AttackCall, Model, budget_in_dtype, check_choice, check_count,
                                check_nonnegative, check_positive, per_image, project_budget)
+from .lifecycle import public_attack
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "cw"]
@@ -146,6 +147,7 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
     return call.finish(adv, const=None, iterations=iterations)
 
 
+@public_attack
 def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
         targeted: bool = False,
         norm: Norm = "linf",
@@ -193,6 +195,7 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
                 grid_steps, search_steps, rtol, make_trial)
 
 
+@public_attack
 def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
           targeted: bool = False,
           norm: Norm = "linf",

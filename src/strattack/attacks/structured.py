@@ -13,8 +13,10 @@ from torch import Tensor
 
 from ..result import AttackResult
 from .admm_framework import admm_attack
+from .lifecycle import public_attack
 
 
+@public_attack
 def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
                targeted: bool = False, group_size: int = 2, stride: int = 2, tau: float = 2.0,
                **kwargs: Any) -> AttackResult:
@@ -30,6 +32,7 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                        stride=stride, tau=tau, **kwargs)
 
 
+@public_attack
 def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
                     epsilon: float, targeted: bool = False, **kwargs: Any) -> AttackResult:
     """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,

@@ -81,14 +81,16 @@ def sparse_support(delta: Tensor, quantile: float) -> Tensor:
     mag = delta.abs().flatten(1)
     count = (mag > 0).sum(dim=1)
     ordered = mag.masked_fill(mag == 0, float("inf")).sort(dim=1).values
-    pos = quantile * (count - 1).clamp_min(0).to(delta.dtype)
+    # The position in double precision whatever delta's dtype: float16 cannot count past 65,504
+    # (count - 1 became inf, then an index of -2^63), and float32 only to 2^24.
+    pos = quantile * (count - 1).clamp_min(0).double()
     lo_i = pos.floor().long()
     hi_i = pos.ceil().long()
-    lo_v = ordered.gather(1, lo_i[:, None]).squeeze(1)
-    hi_v = ordered.gather(1, hi_i[:, None]).squeeze(1)
-    sigma = lo_v + (hi_v - lo_v) * (pos - lo_i.to(delta.dtype))
+    lo_v = ordered.gather(1, lo_i[:, None]).squeeze(1).double()
+    hi_v = ordered.gather(1, hi_i[:, None]).squeeze(1).double()
+    sigma = lo_v + (hi_v - lo_v) * (pos - lo_i.double())   # not rounded to delta's dtype
     sigma = torch.where(count > 0, sigma, torch.zeros_like(sigma))
-    return (mag > sigma[:, None]).reshape(n, *delta.shape[1:])
+    return (mag.double() > sigma[:, None]).reshape(n, *delta.shape[1:])
 
 
 @dataclass(frozen=True)
