@@ -189,6 +189,52 @@ def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, 
     return specs
 
 
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
+
+
+def _shown(items: list[Any], limit: int = 20) -> str:
+    """``items`` for a message, cut after ``limit`` (a run may drop hundreds)."""
+    return ", ".join(map(str, items[:limit])) + (f", ... ({len(items)} in all)"
+                                                 if len(items) > limit else "")
+
+
+def _int_list(value: Any, option: str) -> list[int]:
+    """Comma-separated integers (or a TOML list of them), each at most once: a repeated index or
+    class would be attacked twice and counted twice."""
+    parts = value if isinstance(value, list) else str(value).split(",")
+    numbers = []
+    for part in parts:
+        text = part.strip() if isinstance(part, str) else part
+        if isinstance(text, bool) or not isinstance(text, (int, str)):
+            raise click.UsageError(f"{option}: {part!r} is not an integer")
+        try:
+            numbers.append(int(text))
+        except ValueError:
+            raise click.UsageError(f"{option}: {part!r} is not an integer; expected "
+                                   "comma-separated integers, e.g. 3,17,42") from None
+    if not numbers:
+        raise click.UsageError(f"{option}: no value given")
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        raise click.UsageError(f"{option}: {_shown(repeated)} given more than once; "
+                               "list each once")
+    return numbers
+
+
+TARGET_MODES = ("all", "random", "next", "untargeted")
+
+
+def _parse_targets(value: Any) -> str | list[int]:
+    """A mode of :data:`TARGET_MODES` or a list of distinct classes."""
+    if isinstance(value, str) and value in TARGET_MODES:
+        return value
+    if isinstance(value, str) and not value[:1].lstrip("-").isdigit() and "," not in value:
+        raise click.UsageError(f"--targets: {value!r} is neither one of {', '.join(TARGET_MODES)} "
+                               "nor comma-separated classes (e.g. 3,5)")
+    return _int_list(value, "--targets")
+
+
 def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
     """The specs whose label or attack name is in ``only`` (config order kept); an entry of
     ``only`` that matches nothing is an error, so a typo does not silently run nothing."""
@@ -247,10 +293,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
             -a str_attack -a cw_l2 -o runs/mnist
     """
-    from .data.evaluation_data import first_correct, load_evaluation_data
+    from .data.evaluation_data import drop_misclassified, first_correct, load_evaluation_data
     from .evaluation.runner import device_description, run_evaluation
     from .evaluation.store import ResultStore
-    from .evaluation.tasks import make_tasks, parse_shard
+    from .evaluation.tasks import make_tasks, parse_shard, true_class_targets
     from .models.loading import load_model
 
     config: dict[str, Any] = {}
@@ -286,9 +332,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         shard = parse_shard(opt["shard"]) if opt.get("shard") else (0, 1)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    targets = opt["targets"]
-    if isinstance(targets, str) and targets[:1].isdigit():
-        targets = [int(t) for t in targets.split(",")]
+    targets = _parse_targets(opt["targets"])
+    wanted = _int_list(opt["indices"], "--indices") if opt.get("indices") is not None else None
     if opt.get("threads"):
         torch.set_num_threads(int(opt["threads"]))
     torch.manual_seed(int(opt["seed"]))
@@ -302,7 +347,6 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             raise click.UsageError("--model is required for an image folder "
                                    "(e.g. efficientnet_lite0)")
         model_spec = dataset
-    wanted = [int(i) for i in str(opt["indices"]).split(",")] if opt.get("indices") else None
     try:
         model = load_model(str(model_spec), opt.get("weights"), device=opt["device"])
         if wanted is None:
@@ -320,6 +364,15 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
                 raise click.UsageError(f"--indices: {err}") from err
     except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
+    if wanted is not None:
+        data, misclassified = drop_misclassified(model, data, opt["device"])
+        if misclassified:
+            # An attack on them "succeeds" for free (l0 = 0): they would skew every mean.
+            _warn(f"skipping {len(misclassified)} of {len(wanted)} images that the model "
+                  f"already misclassifies (--indices {_shown(misclassified)})")
+        if not len(data.ids):
+            raise click.UsageError("--indices: the model misclassifies every chosen image; "
+                                   "nothing to attack")
     images = data.images.to(opt["device"])
     chosen_ids = data.ids.tolist()
     try:
@@ -327,6 +380,13 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
                            int(opt["num_targets"]), int(opt["seed"]))
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+    same = true_class_targets(chosen_ids, data.labels.tolist(), targets)
+    if same:
+        _warn(f"left out {len(same)} (image, target) pairs whose target is the image's true "
+              f"class: {_shown(same)}")
+    if not tasks:
+        raise click.UsageError("no (image, target) example left to attack; choose other "
+                               "--targets or images")
     out = Path(opt["out"])
     store_name = (STORE_NAME if shard == (0, 1)
                   else f"results-shard-{shard[0]}-of-{shard[1]}.sqlite")
@@ -434,6 +494,8 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
         added = merge_stores(run_dir / STORE_NAME, shards)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+    if len(added) < len(shards):
+        _warn("a store listed more than once was merged once")
     for src, n in added.items():
         click.echo(f"{src}: {n} examples added")
     click.echo(f"merged into {run_dir / STORE_NAME}")

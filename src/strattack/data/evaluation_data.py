@@ -14,7 +14,8 @@ from .cifar10 import CIFAR10_CLASSES, load_cifar10
 from .mnist import load_mnist
 from .samples import load_samples
 
-__all__ = ["EvaluationData", "load_evaluation_data", "first_correct", "CIFAR10_EXACT_TEST"]
+__all__ = ["EvaluationData", "load_evaluation_data", "first_correct", "drop_misclassified",
+           "CIFAR10_EXACT_TEST"]
 
 #: CIFAR-10 test images 0..845 are bit-identical with the official release in the shared
 #: benchmark data (the rest were decoded from JPEG copies): evaluations use only those.
@@ -128,3 +129,18 @@ def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | 
     return EvaluationData(first.name, torch.cat([p.images for p in parts]),
                           torch.cat([p.labels for p in parts]), torch.cat([p.ids for p in parts]),
                           first.class_names, first.group_size)
+
+
+def drop_misclassified(model: Callable[[Tensor], Tensor], data: EvaluationData,
+                       device: str | torch.device = "cpu") -> tuple[EvaluationData, list[int]]:
+    """``data`` without the images ``model`` already misclassifies, and the ids of those.
+
+    An attack on a misclassified image "succeeds" with a zero perturbation (untargeted) or
+    measures something else than the paper's tables (targeted), so such images must not enter
+    the statistics: the paper attacks correctly classified images only."""
+    from ..evaluation.tasks import correctly_classified
+
+    rows = correctly_classified(model, data.images.to(device), data.labels)
+    kept = set(rows)
+    dropped = [int(data.ids[r]) for r in range(len(data.ids)) if r not in kept]
+    return data.subset(torch.tensor(rows, dtype=torch.long)), dropped

@@ -19,6 +19,7 @@ from .. import attacks
 from ..result import AttackResult
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
+from .params import check_parameters
 from .store import ExampleRecord, ResultStore
 from .tasks import UNTARGETED, in_shard
 
@@ -37,6 +38,10 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
 }
 
 
+#: Keywords run_evaluation passes to every attack itself.
+_SET_BY_EVALUATION = frozenset({"targeted", "true_labels"})
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """An attack by registry name plus its keyword parameters; ``label`` names it in reports
@@ -49,7 +54,7 @@ class AttackSpec:
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
             raise ValueError(f"unknown attack {self.name!r}; choose from {sorted(ATTACKS)}")
-        reserved = {"targeted", "true_labels"} & set(self.params)
+        reserved = _SET_BY_EVALUATION & set(self.params)
         if reserved:
             raise ValueError(f"{sorted(reserved)} are set by the evaluation, not as parameters")
         accepted = _keyword_parameters(ATTACKS[self.name])
@@ -57,6 +62,9 @@ class AttackSpec:
         if unknown:
             raise ValueError(f"{self.display}: unknown parameters {unknown} for {self.name}; "
                              f"it accepts {sorted(accepted - {'targeted', 'true_labels'})}")
+        # Types too, here: before any model or data loads and before a store records it.
+        check_parameters(self.display, ATTACKS[self.name], self.params,
+                         forward_to=attacks.admm_attack, set_elsewhere=_SET_BY_EVALUATION)
 
     @property
     def display(self) -> str:

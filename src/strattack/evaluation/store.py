@@ -217,12 +217,20 @@ class _Tx:
 
 def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, int]:
     """Copy every example of ``sources`` into ``dest`` (created from the first source's meta if
-    missing). Idempotent: examples already in ``dest`` are kept. Returns rows added per source."""
+    missing). Idempotent: examples already in ``dest`` are kept. Returns rows added per source;
+    a source listed twice (or under two spellings of its path) is merged once and appears once,
+    so its count is what it added, not the 0 of a redundant second pass."""
     added: dict[str, int] = {}
+    seen: set[Path] = set()
     for src in sources:
         src = Path(src)
         if not src.is_file():
             raise FileNotFoundError(f"store {src} not found")
+        if src.resolve() == Path(dest).resolve():
+            raise ValueError(f"{src} is the destination store itself; list only the shards")
+        if src.resolve() in seen:
+            continue
+        seen.add(src.resolve())
         with closing(sqlite3.connect(src)) as db:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         with ResultStore(dest, meta) as out:

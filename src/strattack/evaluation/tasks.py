@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["UNTARGETED", "correctly_classified", "make_tasks", "in_shard", "parse_shard"]
+__all__ = ["UNTARGETED", "correctly_classified", "make_tasks", "in_shard", "parse_shard",
+           "true_class_targets"]
 
 #: Target value stored for untargeted examples.
 UNTARGETED = -1
@@ -64,6 +65,17 @@ def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequ
             chosen = [int(c) for c in targets if int(c) != label]
         tasks += [(image, t) for t in chosen]
     return tasks
+
+
+def true_class_targets(images: Sequence[int], labels: Sequence[int],
+                       targets: str | Sequence[int]) -> list[tuple[int, int]]:
+    """The (image, target) pairs of an explicit target list that :func:`make_tasks` leaves out
+    because the target is the image's true class (nothing to attack): a caller should say so
+    rather than report fewer examples without a word."""
+    if isinstance(targets, str):
+        return []
+    wanted = [int(c) for c in targets]
+    return [(int(i), int(y)) for i, y in zip(images, labels) if int(y) in wanted]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

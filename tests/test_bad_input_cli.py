@@ -1,0 +1,178 @@
+"""Issue 12, "nothing silently wrong": bad input to the command line (options, config files,
+weights, stores) is refused or warned about with a clear message, never counted as a result
+and never a traceback."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from strattack.cli import main
+from strattack.evaluation.store import ResultStore
+
+#: Bundled CIFAR-10 test images 24 and 32 are misclassified by the bundled CIFAR-10 model; 0 is not.
+MISCLASSIFIED_CIFAR10 = (24, 32)
+
+
+def _eval(tmp_path, *args: str, out: str = "out"):
+    return CliRunner().invoke(main, ["eval", *args, "--no-progress", "-o", str(tmp_path / out)])
+
+
+def _attacked(output: str, label: str) -> int:
+    return int(output.split(f"{label}: ")[1].split(" attacked")[0])
+
+
+# ------------------------------------------------------------------ 1. what enters the statistics
+def test_misclassified_indices_are_skipped_with_a_warning(tmp_path):
+    res = _eval(tmp_path, "--dataset", "cifar10", "--bundled", "--indices", "24,0,32",
+                "--targets", "untargeted", "-a", "fgm")
+    assert res.exit_code == 0, res.output
+    assert "skipping 2 of 3 images that the model already misclassifies (--indices 24, 32)" \
+        in res.output
+    assert _attacked(res.output, "fgm") == 1
+    with ResultStore(tmp_path / "out" / "results.sqlite") as store:
+        (key,) = store.attacks()
+        assert store.done(key) == {(0, -1)}
+
+
+def test_only_misclassified_indices_is_an_error(tmp_path):
+    res = _eval(tmp_path, "--dataset", "cifar10", "--bundled", "--indices", "24",
+                "--targets", "untargeted", "-a", "fgm")
+    assert res.exit_code == 2 and "misclassifies every chosen image" in res.output, res.output
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_drop_misclassified_library_function():
+    from strattack.data.evaluation_data import drop_misclassified, load_evaluation_data
+    from strattack.models import load_pretrained
+
+    data = load_evaluation_data("cifar10", bundled=True, ids=[24, 0, 32, 1])
+    kept, dropped = drop_misclassified(load_pretrained("cifar10"), data)
+    assert kept.ids.tolist() == [0, 1] and dropped == list(MISCLASSIFIED_CIFAR10)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--indices", "0,0", "--indices: 0 given more than once"),
+    ("--targets", "3,3", "--targets: 3 given more than once"),
+    ("--indices", "3,abc", "--indices: 'abc' is not an integer"),
+    ("--targets", "3,x", "--targets: 'x' is not an integer"),
+    ("--targets", "sideways", "neither one of all, random, next, untargeted"),
+    ("--indices", "1,,2", "--indices: '' is not an integer"),
+])
+def test_bad_index_and_target_lists_are_usage_errors(tmp_path, option, value, message):
+    args = ["--dataset", "mnist", "--bundled", "-a", "fgm", option, value]
+    if option == "--targets":
+        args += ["--indices", "0"]
+    res = _eval(tmp_path, *args)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_index_and_target_lists_from_a_config_file_are_checked_too(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 0]\n[[attack]]\nname = "fgm"\n')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "--indices: 0 given more than once" in res.output, res.output
+    config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 1]\ntargets = [3, 5]\n'
+                      '[[attack]]\nname = "fgm"\n')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "--no-progress",
+                                    "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0 and "fgm: 4 attacked" in res.output, res.output
+
+
+def test_targets_equal_to_the_true_class_are_reported(tmp_path):
+    # bundled MNIST image 0 is a 7, image 1 a 2
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--indices", "0,1", "--targets", "7",
+                "-a", "fgm")
+    assert res.exit_code == 0, res.output
+    assert "left out 1 (image, target) pairs whose target is the image's true class: (0, 7)" \
+        in res.output
+    assert _attacked(res.output, "fgm") == 1
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--indices", "0", "--targets", "7",
+                "-a", "fgm", out="none")
+    assert res.exit_code == 2 and "no (image, target) example left" in res.output, res.output
+    assert not (tmp_path / "none" / "results.sqlite").exists()
+
+
+def test_merge_counts_a_repeated_shard_once(tmp_path):
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--indices", "0,1,2", "--targets",
+                "next", "-a", "fgm", out="s")
+    assert res.exit_code == 0, res.output
+    shard = tmp_path / "s" / "results.sqlite"
+    res = CliRunner().invoke(main, ["merge", str(tmp_path / "m"), str(shard), str(shard)])
+    assert res.exit_code == 0, res.output
+    assert f"{shard}: 3 examples added" in res.output and "0 examples added" not in res.output
+    assert "merged once" in res.output
+    res = CliRunner().invoke(main, ["merge", str(tmp_path / "m"),
+                                    str(tmp_path / "m" / "results.sqlite")])
+    assert res.exit_code == 1 and "destination store itself" in res.output, res.output
+
+
+# ------------------------------------------------------------------ 2. parameter types
+@pytest.mark.parametrize("name, params, message", [
+    ("str_attack", {"max_iterations": "abc"}, "max_iterations must be an integer, got 'abc'"),
+    ("str_attack", {"max_iterations": 20.5}, "max_iterations must be an integer, got 20.5"),
+    ("cw_l2", {"max_iterations": True}, "max_iterations must be an integer, got True"),
+    ("cw_l2", {"abort_early": 1}, "abort_early must be true or false, got 1"),
+    ("str_attack", {"tau": "2"}, "tau must be a finite number, got '2'"),
+    ("str_attack", {"tau": float("nan")}, "tau must be a finite number, got nan"),
+    ("fgm", {"norm": "l3"}, "norm must be one of 'linf', 'l2', got 'l3'"),
+    ("fgm", {"epsilon": "0.1"}, "epsilon must be a finite number or None"),
+    ("str_attack_linf", {}, "epsilon must be given"),
+])
+def test_attack_spec_checks_parameter_types(name, params, message):
+    from strattack.evaluation.runner import AttackSpec
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        AttackSpec(name, params)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("str_attack", {"max_iterations": 2, "tau": 1, "refine_gamma": None, "distortion": "l1"}),
+    ("fgm", {"epsilon": None, "norm": "l2", "rtol": 1e-2}),
+    ("str_attack_linf", {"epsilon": 0.3}),
+    ("cw_linf", {"epsilon": 0.1, "reduce_const": True}),
+])
+def test_attack_spec_accepts_well_typed_parameters(name, params):
+    from strattack.evaluation.runner import AttackSpec
+
+    assert AttackSpec(name, params).params == params
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fails a test that loads a model: a bad configuration must be refused before that."""
+    from strattack.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the configuration was checked")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+@pytest.mark.parametrize("setting", ["str_attack.max_iterations=abc", "str_attack.max_iterations=20.5",
+                                     "str_attack.refine=1"])
+def test_a_wrongly_typed_set_is_refused_before_anything_loads(tmp_path, no_model_loading, setting):
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "-n", "1", "-a", "str_attack",
+                "--set", setting)
+    assert res.exit_code == 2 and "str_attack: parameter" in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ['"abc"', "20.5", "nan"])
+def test_a_wrongly_typed_config_value_leaves_the_store_untouched(tmp_path, value):
+    config = tmp_path / "c.toml"
+    body = 'dataset = "mnist"\nbundled = true\ntargets = "next"\n[[attack]]\nname = "fgm"\n'
+    config.write_text(body)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "--indices", "0",
+                                    "--no-progress", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    config.write_text(body + f'[[attack]]\nname = "cw_l2"\nmax_iterations = {value}\n')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "--indices", "0",
+                                    "--no-progress", "-o", str(out)])
+    assert res.exit_code == 2 and "cw_l2: parameter max_iterations must be an integer" in res.output
+    with ResultStore(out / "results.sqlite") as store:
+        assert [name for name, _ in store.attacks().values()] == ["fgm"]
