@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -406,7 +407,11 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
     assert all(0 <= v <= 1 for v in summary["cam"]["ifgsm"])
     for name in ("asm_is.png", "cam_is.png"):
         assert (out / name).stat().st_size > 0
-    assert len(list(out.glob("asm_*_to_*.png"))) == 1 and len(list(out.glob("cam_*_to_*.png"))) == 1
+    # named by image and target ("asm_0_to_0.png" read as "0 becomes 0")
+    panels = sorted(p.name for p in out.glob("*_image*_target*.png"))
+    assert len(panels) == 2 and panels[0].startswith("asm_") and panels[1].startswith("cam_")
+    assert re.fullmatch(r"asm_image\d+_target\d+\.png", panels[0]), panels
+    assert not list(out.glob("*_to_*.png"))
     pair = summary["paired_difference"]
     assert pair["attacks"] == ["fgm", "ifgsm"] and len(pair["cam"]["mean"]) == 7
     assert "ASM fgm - ifgsm (mean ± standard error" in res.output

@@ -584,13 +584,15 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
     from .viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
 
     written = [plot_is_vs_percentile(curves.percentiles, means["asm"], out / "asm_is.png",
-                                     title=f"ASM-based IS, {len(rows)} examples ({data.name})")]
+                                     title=f"ASM-based IS, {len(rows)} examples ({data.name})",
+                                     zero_fraction=curves.zero_fraction["asm"])]
     if "cam" in means:
         written.append(plot_is_vs_percentile(
             curves.percentiles, means["cam"], out / "cam_is.png",
             title=f"CAM-based IS (CAM of the true class), {len(rows)} examples",
             ylabel="mean IS with B = CAM above percentile",
-            xlabel="threshold (percentile of the CAM values)"))
+            xlabel="threshold (percentile of the CAM values)",
+            zero_fraction=curves.zero_fraction["cam"], score_name="CAM"))
     summary = {"examples": len(rows), "asm_variant": asm_variant,
                "percentiles": list(curves.percentiles), **means}
     compared = list(deltas)[:2]
@@ -606,7 +608,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
     for j in range(min(num_figures, len(rows))):
         xj, yj, tj = x[j : j + 1], y[j : j + 1], targets[j : j + 1]
         names = (data.class_names[int(yj)], data.class_names[int(tj)])
-        tag = f"{int(data.ids[rows[j]])}_to_{int(tj)}"
+        tag = f"image{int(data.ids[rows[j]])}_target{int(tj)}"
         scores = asm(model, xj, yj, tj, variant=asm_variant)
         written.append(plot_asm_panels(xj[0], scores[0], {a: d[j] for a, d in deltas.items()},
                                        mask_percentile, out / f"asm_{tag}.png", class_names=names))

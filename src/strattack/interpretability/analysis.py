@@ -36,6 +36,9 @@ class InterpretabilityCurves:
     asm_is: dict[str, Tensor] = field(default_factory=dict)
     cam_is: dict[str, Tensor] | None = None
     cam_unavailable: str | None = None     # why cam_is is None (find_cam_layers' message)
+    #: "asm" (and "cam"): per example, the share of its scores that are exactly 0. ASM scores
+    #: are mostly 0 (eqs. (60)/(61)), which makes the low-percentile part of the curves flat.
+    zero_fraction: dict[str, Tensor] = field(default_factory=dict)
 
     def means(self) -> dict[str, dict[str, list[float]]]:
         """{"asm": {attack: [mean IS per percentile]}, "cam": {...}} (nan-aware means)."""
@@ -88,6 +91,7 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
         result.cam_unavailable = no_cam
     asm_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     cam_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
+    zero_parts: dict[str, list[Tensor]] = {"asm": [], "cam": []}
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         x, y, t = inputs[sl], true_labels[sl], targets[sl]
@@ -95,6 +99,8 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
         maps = None
         if layers is not None:
             maps = cam(model, x, y, features=layers[0], classifier=layers[1])[:, None]
+            zero_parts["cam"].append(_zero_share(maps))
+        zero_parts["asm"].append(_zero_share(scores))
         for name, delta in deltas.items():
             d = delta[sl].to(x.device, x.dtype)
             asm_parts[name].append(interpretability_curve(scores, d, percentiles, strict=strict))
@@ -103,4 +109,10 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
     result.asm_is = {k: torch.cat(v, dim=1).cpu() for k, v in asm_parts.items()}
     if layers is not None:
         result.cam_is = {k: torch.cat(v, dim=1).cpu() for k, v in cam_parts.items()}
+    result.zero_fraction = {k: torch.cat(v) for k, v in zero_parts.items() if v}
     return result
+
+
+def _zero_share(scores: Tensor) -> Tensor:
+    """(N,) share of each example's entries that are exactly 0, on the CPU."""
+    return (scores.detach() == 0).flatten(1).double().mean(dim=1).cpu()

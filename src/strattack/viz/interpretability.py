@@ -1,4 +1,5 @@
-"""Interpretability figures of the StrAttack paper (matplotlib, Agg backend):
+"""Interpretability figures of the StrAttack paper (matplotlib figures outside pyplot, so
+importing this changes no global backend):
 
 * :func:`plot_is_vs_percentile`: mean ASM-based interpretability score versus the threshold
   percentile nu, one line per attack (Fig. 3(a));
@@ -8,7 +9,9 @@
   target class (Fig. 4, Fig. 3(c), Fig. A2(b)).
 
 Images are (C, H, W) (or (1, C, H, W)) tensors or arrays in [0, 1] with C = 1 or 3; per-channel
-maps (ASM, perturbations) are shown per pixel, summed over channels.
+maps (ASM, perturbations) are shown per pixel, summed over channels. Exact zeros (no
+perturbation, zero ASM score) are drawn apart from the colour scale (transparent over the faded
+image, or grey), so "nothing" never looks like "a little".
 """
 from __future__ import annotations
 
@@ -16,20 +19,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Union
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+from ..interpretability.score import asm_mask, interpretability_score
+from .figures import magnitude_cmap, mask_zeros, new_figure, save_figure
 
-from ..interpretability.score import asm_mask, interpretability_score  # noqa: E402
-from .figures import save_figure  # noqa: E402
-
-__all__ = ["plot_is_vs_percentile", "plot_asm_panels", "plot_cam_panels"]
+__all__ = ["plot_is_vs_percentile", "plot_asm_panels", "plot_cam_panels", "is_vs_percentile_figure",
+           "asm_panels_figure", "zero_score_note"]
 
 ArrayLike = Union[Tensor, np.ndarray]
+
+#: Perturbation magnitudes over the faded image: salmon .. dark red, never white (the faded
+#: image's strokes) or grey (its background); exact zeros are transparent.
+PERTURBATION_CMAP = magnitude_cmap("Reds", 0.35, 1.0, zero=None)
+#: ASM scores: light .. dark blue; exact zeros (most of an ASM) grey.
+ASM_CMAP = magnitude_cmap("Blues", 0.4, 1.0)
 
 
 def _tensor(x: ArrayLike) -> Tensor:
@@ -49,7 +59,7 @@ def _chw(image: ArrayLike) -> Tensor:
     return t
 
 
-def _show_image(ax: plt.Axes, image: Tensor, faded: bool = False) -> None:
+def _show_image(ax: Axes, image: Tensor, faded: bool = False) -> None:
     """Draw a (C, H, W) image in [0, 1]; ``faded`` draws it in light grey as a backdrop."""
     img = image.clamp(0, 1)
     if faded:
@@ -66,19 +76,36 @@ def _per_pixel(m: Tensor) -> Tensor:
     return m.sum(dim=0) if m.dim() == 3 else m
 
 
-def _bare(ax: plt.Axes) -> None:
+def _bare(ax: Axes) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def plot_is_vs_percentile(percentiles: Sequence[float], mean_is: Mapping[str, ArrayLike],
-                          path: str | Path, *, title: str = "",
-                          ylabel: str = "mean interpretability score IS (eq. 23)",
-                          xlabel: str = "threshold ν (percentile of ASM scores)") -> Path:
-    """Fig. 3(a): mean IS (ASM-based unless said otherwise) versus the percentile nu of the ASM
-    scores used as the threshold of ``B_ASM``; one line per attack (``{name: (P,) means}``)."""
+def zero_score_note(zero_fraction: ArrayLike, score_name: str = "ASM") -> str:
+    """Why IS curves are flat at low percentiles: the share of scores that are exactly 0
+    (``zero_fraction``: one fraction per image). Below an image's share of zeros its percentile
+    threshold is 0 for every nu, so its mask, and its IS, do not change with nu."""
+    z = _tensor(zero_fraction).reshape(-1)
+    if z.numel() == 0:
+        return ""
+    lo, hi, mean = float(z.min()), float(z.max()), float(z.mean())
+    spread = ("" if z.numel() == 1 else " in every image" if hi - lo < 0.005
+              else f" (per image {lo:.0%} to {hi:.0%})")
+    return (f"{mean:.0%} of the {score_name} scores are exactly 0{spread}: for ν below an "
+            f"image's share of zeros\nits threshold is 0, so its mask and IS do not change; "
+            f"hence flat curves below ν ≈ {100 * lo:.0f}.")
+
+
+def is_vs_percentile_figure(percentiles: Sequence[float], mean_is: Mapping[str, ArrayLike], *,
+                            title: str = "",
+                            ylabel: str = "mean interpretability score IS (eq. 23)",
+                            xlabel: str = "threshold ν (percentile of ASM scores)",
+                            zero_fraction: ArrayLike | None = None,
+                            score_name: str = "ASM") -> Figure:
+    """The figure of :func:`plot_is_vs_percentile`, not saved."""
     x = np.asarray(list(percentiles), dtype=float)
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    fig = new_figure((4.6, 3.4))
+    ax = fig.subplots()
     markers = "osD^vx*+"
     for i, (name, values) in enumerate(mean_is.items()):
         y = _tensor(values).reshape(-1).numpy()
@@ -91,12 +118,42 @@ def plot_is_vs_percentile(percentiles: Sequence[float], mean_is: Mapping[str, Ar
     ax.grid(True, alpha=0.3)
     ax.legend(title="attack", fontsize=8)
     ax.set_title(title or "Interpretability score vs ASM threshold", fontsize=10)
+    note = zero_score_note(zero_fraction, score_name) if zero_fraction is not None else ""
+    if note:
+        ax.text(0.5, -0.2, note, transform=ax.transAxes, ha="center", va="top", fontsize=6.5)
+    return fig
+
+
+def plot_is_vs_percentile(percentiles: Sequence[float], mean_is: Mapping[str, ArrayLike],
+                          path: str | Path, *, title: str = "",
+                          ylabel: str = "mean interpretability score IS (eq. 23)",
+                          xlabel: str = "threshold ν (percentile of ASM scores)",
+                          zero_fraction: ArrayLike | None = None,
+                          score_name: str = "ASM") -> Path:
+    """Fig. 3(a): mean IS (ASM-based unless said otherwise) versus the percentile nu of the ASM
+    scores used as the threshold of ``B_ASM``; one line per attack (``{name: (P,) means}``).
+
+    ``zero_fraction``: per image, the share of its ``score_name`` scores that are exactly 0; when
+    given, a note under the plot says how much of each curve is flat because of them."""
+    fig = is_vs_percentile_figure(percentiles, mean_is, title=title, ylabel=ylabel,
+                                  xlabel=xlabel, zero_fraction=zero_fraction,
+                                  score_name=score_name)
     return save_figure(fig, path)
 
 
 def plot_asm_panels(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, ArrayLike],
                     mask_percentile: float, path: str | Path, *,
                     class_names: tuple[str, str] | None = None, title: str = "") -> Path:
+    """Fig. 3(b) / A2(a): original image, its ASM, then ``B_ASM o delta`` of every attack
+    (:func:`asm_panels_figure`), written to ``path``."""
+    fig = asm_panels_figure(image, asm, deltas, mask_percentile, class_names=class_names,
+                            title=title)
+    return save_figure(fig, path)
+
+
+def asm_panels_figure(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, ArrayLike],
+                      mask_percentile: float, *, class_names: tuple[str, str] | None = None,
+                      title: str = "") -> Figure:
     """Fig. 3(b) / A2(a): original image, its ASM, then ``B_ASM o delta`` of every attack.
 
     Args:
@@ -107,7 +164,8 @@ def plot_asm_panels(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, Array
         class_names: (true class, target class) names for the titles.
 
     Each attack panel draws ``|B_ASM o delta|`` (summed over channels) over a faded copy of the
-    image (pixels with no masked perturbation left transparent) and reports the IS of eq. (23).
+    image (pixels with no masked perturbation left transparent) and reports the IS of eq. (23);
+    the ASM panel draws pixels whose score is exactly 0 in grey.
     """
     x0 = _chw(image)
     scores = _tensor(asm)
@@ -116,19 +174,20 @@ def plot_asm_panels(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, Array
     mask = asm_mask(scores[None], mask_percentile)[0]                  # B_ASM, like scores
     true_name, target_name = class_names if class_names else ("", "")
     cols = 2 + len(deltas)
-    fig, axes = plt.subplots(1, cols, figsize=(2.8 * cols, 3.1), squeeze=False,
-                             layout="constrained")
+    fig = new_figure((2.8 * cols, 3.1), layout="constrained")
+    axes = fig.subplots(1, cols, squeeze=False)
     ax = axes[0, 0]
     _show_image(ax, x0)
     ax.set_title("original" + (f"\ntrue: {true_name}" if true_name else ""), fontsize=8)
     ax = axes[0, 1]
     pixel_scores = _per_pixel(scores)
     top = float(pixel_scores.max())
-    im = ax.imshow((pixel_scores / (top or 1.0)).numpy(), cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(mask_zeros((pixel_scores / (top or 1.0)).numpy()), cmap=ASM_CMAP, vmin=0,
+                   vmax=1)
     ax.set_title("ASM" + (f" (target: {target_name})" if target_name else "")
                  + f"\n> {mask_percentile:g}th pct: {mask.double().mean():.0%} kept", fontsize=8)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label(f"ASM score / max (max = {top:.2g})", fontsize=7)
+    bar.set_label(f"ASM score / max (max = {top:.2g})\ngrey: exactly 0", fontsize=7)
     bar.ax.tick_params(labelsize=6)
     masked = {}
     for name, delta in deltas.items():
@@ -141,17 +200,17 @@ def plot_asm_panels(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, Array
     for j, (name, (d, mag)) in enumerate(masked.items()):
         ax = axes[0, 2 + j]
         _show_image(ax, x0, faded=True)
-        im = ax.imshow(np.ma.masked_equal(mag.numpy(), 0.0), cmap="Reds", vmin=0, vmax=vmax)
+        im = ax.imshow(mask_zeros(mag.numpy()), cmap=PERTURBATION_CMAP, vmin=0, vmax=vmax)
         score = float(interpretability_score(d[None], mask[None])[0])
         ax.set_title(f"{name}: " + r"$B_{ASM}\circ\delta$" + f"\nIS = {score:.2f}", fontsize=8)
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-        bar.set_label("|masked perturbation|", fontsize=7)
+        bar.set_label("|masked perturbation|\nnone: image shows through", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     for ax in axes.flat:
         _bare(ax)
     fig.suptitle(title or f"ASM and masked perturbations (ν = {mask_percentile:g}th percentile)",
                  fontsize=10)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
@@ -180,8 +239,8 @@ def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
     t0_name, t_name = class_names if class_names else ("t0", "t")
     pert = {n: (images[n] - x0).abs().sum(dim=0) for n in adv_by_attack}
     pmax = max((float(p.max()) for p in pert.values()), default=0.0) or 1.0
-    fig, axes = plt.subplots(3, len(names), figsize=(2.5 * len(names) + 1.0, 7.6), squeeze=False,
-                             layout="constrained")
+    fig = new_figure((2.5 * len(names) + 1.0, 7.6), layout="constrained")
+    axes = fig.subplots(3, len(names), squeeze=False)
     pert_im = None
     for j, name in enumerate(names):
         ax = axes[0, j]
@@ -190,7 +249,7 @@ def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
             ax.set_title("original x0", fontsize=8)
         else:
             _show_image(ax, x0, faded=True)
-            pert_im = ax.imshow(np.ma.masked_equal(pert[name].numpy(), 0.0), cmap="Reds",
+            pert_im = ax.imshow(mask_zeros(pert[name].numpy()), cmap=PERTURBATION_CMAP,
                                 vmin=0, vmax=pmax)
             ax.set_title(f"{name}: perturbation", fontsize=8)
         for row, cls in ((1, t0_name), (2, t_name)):
@@ -206,11 +265,12 @@ def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
     axes[2, 0].set_ylabel(f"CAM, target class: {t_name}", fontsize=8)
     for ax in axes.flat:
         _bare(ax)
-    cam_scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), cmap="jet")
+    cam_scale = ScalarMappable(Normalize(0, 1), cmap="jet")
     bar = fig.colorbar(cam_scale, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.03)
     bar.set_label("CAM (normalised to [0, 1], drawn at 50% opacity)", fontsize=8)
     if pert_im is not None:
         bar = fig.colorbar(pert_im, ax=axes[0, :].ravel().tolist(), fraction=0.03, pad=0.03)
-        bar.set_label("|perturbation| (sum over channels)", fontsize=8)
+        bar.set_label("|perturbation| (sum over channels)\nnone: image shows through",
+                      fontsize=8)
     fig.suptitle(title or "Class activation maps of original and adversarial images", fontsize=10)
     return save_figure(fig, path)

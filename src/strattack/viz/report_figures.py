@@ -5,21 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ..data.evaluation_data import EvaluationData  # noqa: E402
-
-from ..evaluation.report import store_labels  # noqa: E402
-from ..evaluation.store import ResultStore  # noqa: E402
-from ..solver.groups import GroupSpec  # noqa: E402
-from ..evaluation.stored import common_successes  # noqa: E402
-from .figures import group_heatmap, plot_attack_comparison, save_figure  # noqa: E402
+from ..data.evaluation_data import EvaluationData
+from ..evaluation.report import store_labels
+from ..evaluation.store import ResultStore
+from ..evaluation.stored import common_successes
+from ..solver.groups import GroupSpec
+from .figures import (group_heatmap, magnitude_cmap, mask_zeros, new_figure,
+                      plot_attack_comparison, save_figure)
 
 __all__ = ["plot_l0_histogram", "plot_group_heatmaps"]
 
@@ -27,7 +23,8 @@ __all__ = ["plot_l0_histogram", "plot_group_heatmaps"]
 def plot_l0_histogram(store: ResultStore, path: str | Path) -> Path:
     """Histogram of l0 (changed entries) over the successful examples of every attack."""
     labels = store_labels(store)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig = new_figure((6.4, 3.8))
+    ax = fig.subplots()
     data = {labels[k]: [r.l0 for r in store.records(k) if r.success] for k in labels}
     data = {k: v for k, v in data.items() if v}
     top = max((max(v) for v in data.values()), default=1.0)
@@ -68,9 +65,13 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
                                       path, title=f"Group sparsity ({size}x{size} groups)")
     labels = found.labels
     common = found.pairs or [None]
-    fig, axes = plt.subplots(len(labels) or 1, len(common),
-                             figsize=(2.2 * len(common) + 1, 2.2 * max(len(labels), 1)),
-                             squeeze=False)
+    fig = new_figure((2.2 * len(common) + 1, 2.2 * max(len(labels), 1)))
+    axes = fig.subplots(len(labels) or 1, len(common), squeeze=False)
+    heat_cmap = magnitude_cmap("hot", 0.2, 0.85)       # as the Fig. 2 panels: grey = exactly 0
+    heats = {label: group_heatmap(d, GroupSpec.for_inputs(d, size, size)).numpy()
+             for label, d in found.deltas.items()}
+    # One colour scale for all panels, as the single colorbar says.
+    vmax = max((float(h.max()) for h in heats.values() if h.size), default=0.0) or 1.0
     image = None
     for row, label in enumerate(labels):
         for col, pair in enumerate(common):
@@ -80,13 +81,14 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
             if pair is None:
                 ax.set_title("no common successful example", fontsize=8)
                 continue
-            delta = found.deltas[label][col : col + 1]
-            heat = group_heatmap(delta, GroupSpec.for_inputs(delta, size, size))[0].numpy()
-            image = ax.imshow(heat, cmap="hot", interpolation="nearest")
-            ax.set_title(f"{label}\nimage {pair[0]} -> {pair[1]}: "
+            heat = heats[label][col]
+            image = ax.imshow(mask_zeros(heat), cmap=heat_cmap, vmin=0, vmax=vmax,
+                              interpolation="nearest")
+            ax.set_title(f"{label}\nimage {pair[0]}, target {pair[1]}: "
                          f"{int((heat > 0).sum())} groups", fontsize=7)
     if image is not None:
         bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.03)
-        bar.set_label(f"mean |perturbation| per {size}x{size} group (0-255)", fontsize=8)
+        bar.set_label(f"mean |perturbation| per {size}x{size} group (0-255)\n"
+                      "grey: exactly 0 (group untouched)", fontsize=8)
     fig.suptitle("Group sparsity of stored perturbations", fontsize=10)
     return save_figure(fig, path)
