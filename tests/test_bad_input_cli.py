@@ -176,3 +176,98 @@ def test_a_wrongly_typed_config_value_leaves_the_store_untouched(tmp_path, value
     assert res.exit_code == 2 and "cw_l2: parameter max_iterations must be an integer" in res.output
     with ResultStore(out / "results.sqlite") as store:
         assert [name for name, _ in store.attacks().values()] == ["fgm"]
+
+
+# ------------------------------------------------------------------ 3. weights files
+class _MakesAFolder:
+    """A malicious pickle: unpickling it would create a folder (any code could run)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.path,)
+
+
+def _bad_weights(tmp_path, kind: str):
+    import os
+    import pickle
+
+    import rgb_model
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / {"text": "w.safetensors", "truncated": "w.safetensors",
+                       "whole model": "w.pt", "random": "w.bin", "malicious": "w.pkl",
+                       "tensor": "w.pt", "wrong keys": "w.safetensors"}[kind]
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "truncated":
+        save_file(rgb_model.build().state_dict(), str(path))
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "whole model":
+        torch.save(rgb_model.build(), path)
+    elif kind == "random":
+        path.write_bytes(bytes(range(7, 256)) + os.urandom(500))
+    elif kind == "malicious":
+        path.write_bytes(pickle.dumps(_MakesAFolder(tmp_path / "pwned")))
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    else:
+        save_file({"weight": torch.zeros(2)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", "is a text file, not weights"),
+    ("truncated", "looks like a safetensors file but cannot be read"),
+    ("whole model", "holds more than tensors (it refers to torch.nn.modules.container.Sequential)"),
+    ("random", "is neither safetensors nor a PyTorch checkpoint"),
+    ("malicious", "could run arbitrary code"),
+    ("tensor", "holds a Tensor, not a state dict"),
+    ("wrong keys", "does not fit model rgb_model:build"),
+])
+def test_unusable_weights_are_a_clear_error_naming_the_file(tmp_path, kind, message):
+    from strattack.models.loading import load_model
+
+    path = _bad_weights(tmp_path, kind)
+    with pytest.raises(ValueError) as err:
+        load_model("rgb_model:build", path)
+    assert str(path) in str(err.value) and message in str(err.value), err.value
+    if kind != "wrong keys":
+        assert "safetensors" in str(err.value) and "state_dict()" in str(err.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_cli_refuses_bad_weights_without_a_traceback(tmp_path):
+    path = _bad_weights(tmp_path, "whole model")
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--model", "rgb_model:build",
+                "--weights", str(path), "-n", "1", "-a", "fgm")
+    assert res.exit_code == 1 and f"Error: weights file {path} is a pickle" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_are_recognised_by_content_not_by_suffix(tmp_path):
+    import rgb_model
+    import torch
+    from safetensors.torch import save_file
+
+    from strattack.models.loading import read_state_dict
+
+    state = rgb_model.build().state_dict()
+    save_file(state, str(tmp_path / "w.pt"))                      # safetensors named .pt
+    torch.save(state, tmp_path / "w.safetensors")                 # a torch pickle named .safetensors
+    for name in ("w.pt", "w.safetensors"):
+        loaded = read_state_dict(tmp_path / name)
+        assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_damaged_bundled_weights_are_a_clear_error(tmp_path, monkeypatch):
+    from strattack.models import pretrained
+
+    (tmp_path / "mnist.safetensors").write_text("not weights")
+    monkeypatch.setattr(pretrained, "_WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="pretrained weights .*mnist.safetensors cannot be read"):
+        pretrained.load_pretrained("mnist")

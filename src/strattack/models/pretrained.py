@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -160,7 +161,12 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
                 f"`python -m strattack.models.training --dataset {arch} --data-root DATA_ROOT "
                 f"--out {path}`{options}"
             )
-        model.load_state_dict(load_file(str(path)))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as err:   # a damaged install or a bad recreation
+            raise ValueError(f"pretrained weights {path} cannot be read ({err}); reinstall "
+                             "strattack or recreate them (see strattack.models.training)") from err
+        model.load_state_dict(state)
     model.eval()
     model.requires_grad_(False)
     if device is not None:
