@@ -42,19 +42,3 @@ class AttackResult:
         d = self.perturbation.flatten(1)
         return {"l0": (d != 0).sum(dim=1), "l1": d.abs().sum(dim=1),
                 "l2": d.norm(dim=1), "linf": d.abs().amax(dim=1)}
-
-
-def project_exact(inputs: Tensor, adv: Tensor, epsilon: float | None) -> Tensor:
-    """Project adv on the box [0,1] and the eps-ball around inputs so that the constraints hold
-    exactly in floating point: 0 <= adv <= 1 and |adv - inputs| <= eps as computed in the
-    inputs' dtype (x0 + eps may round to a value whose difference to x0 exceeds eps)."""
-    adv = adv.clamp(0, 1)
-    if epsilon is None:
-        return adv
-    adv = torch.minimum(torch.maximum(adv, inputs - epsilon), inputs + epsilon).clamp(0, 1)
-    for _ in range(4):  # a rounding excess is at most a few ulps
-        over = (adv - inputs).abs() > epsilon
-        if not over.any():
-            break
-        adv = torch.where(over, torch.nextafter(adv, inputs), adv)
-    return adv

@@ -1,10 +1,24 @@
-"""Input checks shared by every attack: clear errors before any optimisation work starts."""
+"""Checks shared by every attack: clear errors before any optimisation work starts.
+
+Inputs, labels and the model's logits (from the one validation pass), and the attacks'
+parameters: their types from each attack's annotations (:func:`check_parameters`), their ranges
+with the small checks below.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+import math
+import numbers
+import types
+import typing
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
+
+#: The positional arguments every attack takes; checked by :func:`validate_attack_call`.
+POSITIONAL = ("model", "inputs", "labels")
 
 
 def check_inputs(inputs: Tensor) -> None:
@@ -105,3 +119,97 @@ def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labe
             raise ValueError(f"targeted attack: the target equals the true label for images "
                              f"{_first(same)}")
     return logits
+
+
+# --- parameter ranges ------------------------------------------------------------------------
+
+def check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+# --- parameter types, from the attack's annotations -------------------------------------------
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
+    return {bool: "True or False", int: "an integer", float: "a finite number",
+            Tensor: "a torch.Tensor"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _matches(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` fits ``hint``; None when the hint is not one we check."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return any(value == c and type(value) is type(c) for c in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_matches(value, h) for h in typing.get_args(hint)]
+        return None if None in verdicts and not any(verdicts) else any(v for v in verdicts)
+    if hint is type(None):
+        return value is None
+    if hint is bool:                         # a string such as "no" must not count as True
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is Tensor:
+        return isinstance(value, Tensor)
+    return None
+
+
+def check_parameters(fn: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """ValueError naming the first keyword argument that does not fit ``fn``'s annotation;
+    returns the arguments with numpy scalars made plain Python numbers (np.int64(3) -> 3)."""
+    hints = typing.get_type_hints(fn)
+    plain = dict(arguments)
+    for name, value in arguments.items():
+        if name in POSITIONAL or name not in hints:
+            continue
+        if _matches(value, hints[name]) is False:
+            raise ValueError(f"{fn.__name__}: {name} must be {_expected(hints[name])}, "
+                             f"got {value!r} ({type(value).__name__})")
+        plain[name] = _plain(value)
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _expected(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return f"{_describe(args[0])} or None"
+    return _describe(hint)
+
+
+def keyword_arguments(fn: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a call (a TypeError for an unknown name or a missing one, as
+    Python gives), without the forwarded ``**kwargs``: the attack they go to checks those."""
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    return {k: v for k, v in bound.arguments.items()
+            if inspect.signature(fn).parameters[k].kind != inspect.Parameter.VAR_KEYWORD}

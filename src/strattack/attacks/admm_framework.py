@@ -17,14 +17,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..result import AttackResult, project_exact
-from ..solver.admm import ADMMParams, OverlapMode, RefineADMM, StructuredADMM, feasible_bounds, sparse_support
+from ..result import AttackResult
+from ..solver.admm import (ADMMParams, OverlapMode, RefineADMM, StructuredADMM, feasible_bounds,
+                           sparse_support)
 from ..solver.distortion import Distortion, DistortionName
 from ..solver.groups import GroupSpec
-from ..solver.losses import is_adversarial, logit_margin
-from ..solver.search import Best, PassCounter, SearchSettings, constant_search
-from ..validation import check_inputs, validate_attack_call
-from .lifecycle import public_attack
+from .admm_search import SearchSettings, constant_search
+from .lifecycle import AttackCall, BestSoFar, public_attack
 
 
 @public_attack
@@ -103,53 +102,29 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
                                      patience=patience, tol=tol) if refine else None
-    check_inputs(inputs)
     groups = GroupSpec.for_inputs(inputs, group_size, stride)  # also used without a group term:
     # the pixels it leaves uncovered stay fixed whatever tau is, so tau = 0 is the same problem
-    clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
-
-    x0 = inputs.detach()
-    labels = labels.long()
-    n = x0.shape[0]
-    counter = PassCounter.zeros(n, x0.device)
-    counter.add(torch.arange(n, device=x0.device), "validation", backward=False)
-
-    # Images the model already classifies as wanted need no perturbation at all.
-    best = Best.empty(x0)
-    already = is_adversarial(logit_margin(clean_logits, labels, targeted), confidence)
-    best.l2[already] = 0.0
-    best.const[already] = 0.0
-    active = ~already
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
+    x0 = call.x0
+    best = BestSoFar(x0, call.already)     # distance: l2; already adversarial: unchanged
+    active = ~call.already
 
     uncovered = groups.coverage(x0) == 0
     lo, hi = feasible_bounds(x0, epsilon, uncovered)
     core = StructuredADMM(params, groups, lo, hi, overlap)
-    outcome = constant_search(model, x0, labels, targeted, confidence, core, search, counter,
-                              "admm", active=active, best=best)
-    iterations = outcome.iterations
+    iterations = constant_search(call, core, search, "admm", active=active, best=best).iterations
+    if refine_settings is None:
+        return best.result(call, epsilon, iterations)
 
-    unrefined = None
-    if refine_settings is not None:
-        unrefined = project_exact(x0, x0 + best.delta, epsilon)
-        to_refine = active & best.found
-        if to_refine.any():
-            support = sparse_support(best.delta, refine_quantile) & ~uncovered
-            lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
-            refine_core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
-            init = best.delta * support
-            refined = constant_search(model, x0, labels, targeted, confidence, refine_core,
-                                      refine_settings, counter, "refine", active=to_refine,
-                                      init=init, best=best,
-                                      const=torch.where(to_refine, best.const,
-                                                        torch.ones_like(best.const)))
-            iterations = iterations + refined.iterations
-
-    adv = project_exact(x0, x0 + best.delta, epsilon)
-    with torch.no_grad():
-        final_margin = logit_margin(model(adv), labels, targeted)
-    counter.add(torch.arange(n, device=x0.device), "final check", backward=False)
-    success = is_adversarial(final_margin, confidence)   # the criterion of the search
-    return AttackResult(adv=adv.detach(), success=success, inputs=inputs, const=best.const,
-                        iterations=iterations, forward_passes=counter.forward,
-                        backward_passes=counter.backward, stages=counter.stages,
-                        unrefined=unrefined)
+    unrefined = best.adversarial(x0, epsilon)
+    to_refine = active & best.found
+    if to_refine.any():
+        support = sparse_support(best.delta, refine_quantile) & ~uncovered
+        lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
+        refine_core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
+        refined = constant_search(call, refine_core, refine_settings, "refine", active=to_refine,
+                                  best=best, init=best.delta * support,
+                                  const=torch.where(to_refine, best.const,
+                                                    torch.ones_like(best.const)))
+        iterations = iterations + refined.iterations
+    return best.result(call, epsilon, iterations, unrefined)

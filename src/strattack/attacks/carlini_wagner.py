@@ -28,11 +28,75 @@ import torch
 from torch import Tensor
 
 from ..result import AttackResult
-from ..solver.losses import is_adversarial, logit_margin
-from ._baseline_common import (AttackCall, BatchAdam, BestSoFar, ConstSearch, Model, TanhBox,
-                               budget_in_dtype, check_count, check_nonnegative, check_positive,
-                               hinge, rows)
-from .lifecycle import public_attack
+from ..solver.losses import hinge, is_adversarial
+from ..validation import check_count, check_nonnegative, check_positive
+from .lifecycle import AttackCall, BestSoFar, ConstSearch, Model, public_attack, rows
+from .projections import budget_in_dtype, per_image
+
+
+class BatchAdam:
+    """Adam (Kingma & Ba, Alg. 1) on per-image parameters, with a per-image step count so that
+    images can be reset independently."""
+
+    def __init__(self, like: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
+        self.m = torch.zeros_like(like)
+        self.v = torch.zeros_like(like)
+        self.t = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
+
+    def reset(self, idx: Tensor) -> None:
+        self.m[idx] = 0
+        self.v[idx] = 0
+        self.t[idx] = 0
+
+    def step(self, param: Tensor, grad: Tensor, idx: Tensor) -> Tensor:
+        """Returns the updated rows ``idx`` of the parameter (``param`` holds those rows)."""
+        t = self.t[idx] + 1
+        m = self.b1 * self.m[idx] + (1 - self.b1) * grad
+        v = self.b2 * self.v[idx] + (1 - self.b2) * grad * grad
+        self.t[idx], self.m[idx], self.v[idx] = t, m, v
+        m_hat = m / per_image((1 - self.b1 ** t).to(m.dtype), m)
+        v_hat = v / per_image((1 - self.b2 ** t).to(v.dtype), v)
+        return param - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+class TanhBox:
+    """tanh change of variables onto per-entry bounds lo <= delta <= hi (lo <= 0 <= hi).
+
+    delta(w) = clip(a + h * (tanh(s w) - tanh(s w_a)), lo, hi),   h = (hi - lo)/2,
+    w_a = atanh((1 - 1e-6) * (2 (a - lo)/(hi - lo) - 1)) / s,
+
+    i.e. the C&W map x = (tanh(w) + 1)/2 (lo = -x0, hi = 1 - x0, h = 1/2, s = 1) shifted so that
+    w = w_a gives the anchor perturbation a *exactly* (the original code starts from
+    tanh(atanh(0.999999 (2 x0 - 1))), which moves every pixel by up to 5e-7). The shift is at
+    most 1e-6 h, so the gradients are the original ones except in that sliver at the bounds,
+    where the clip holds delta inside [lo, hi].
+
+    ``unit_slope``: s = 1/(2h) per entry, so that d delta/dw = 1/2 at the centre of the
+    interval whatever its width, as in the original map on [0, 1]; used for narrow intervals
+    (an l_inf budget), where s = 1 would make every Adam step h/(1/2) times smaller in pixels.
+    """
+
+    SHRINK = 1 - 1e-6
+
+    def __init__(self, lo: Tensor, hi: Tensor, unit_slope: bool = False) -> None:
+        self.lo, self.hi = lo, hi
+        self.half = (hi - lo) / 2
+        self.scale = 0.5 / self.half if unit_slope else torch.ones_like(self.half)
+
+    def anchor(self, a: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(w_a, tanh(s w_a)) for anchors ``a`` (rows idx)."""
+        u = (a - self.lo[idx]) / (2 * self.half[idx])
+        s = ((2 * u - 1) * self.SHRINK).clamp(-self.SHRINK, self.SHRINK)
+        v = torch.atanh(s)
+        return v / self.scale[idx], torch.tanh(v)
+
+    def delta(self, w: Tensor, a: Tensor, tanh_a: Tensor, idx: Tensor, everyone: bool) -> Tensor:
+        d = a + rows(self.half, idx, everyone) * (torch.tanh(w * rows(self.scale, idx, everyone))
+                                                  - tanh_a)
+        return torch.minimum(torch.maximum(d, rows(self.lo, idx, everyone)),
+                             rows(self.hi, idx, everyone))
 
 
 @public_attack
@@ -70,9 +134,9 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     check_positive("learning_rate", learning_rate)
     ConstSearch.check(initial_const, binary_search_steps, max_iterations)
     call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
-    x0, labels = call.x0, call.labels
+    x0 = call.x0
 
-    already = is_adversarial(call.clean_margin, confidence)
+    already = call.already
     best = BestSoFar(x0, already)                          # distance: l2
     search = ConstSearch(~already, initial_const, binary_search_steps, max_iterations,
                          abort_early, stall_ratio=0.9999, dtype=x0.dtype)
@@ -89,17 +153,16 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
         adam.reset(search.todo.nonzero().squeeze(1))
 
         for it, idx, everyone in search.iterate():
-            x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+            x0_i = rows(x0, idx, everyone)
             c = rows(search.const, idx, everyone)
             w_i = rows(w, idx, everyone).detach().requires_grad_(True)
             with torch.enable_grad():
                 delta = box.delta(w_i, rows(zero, idx, everyone), rows(tanh_start, idx, everyone),
                                   idx, everyone)
-                margin = logit_margin(model(x0_i + delta), lab, targeted)
+                margin = call.margin(x0_i + delta, idx, "adam")
                 dist = delta.flatten(1).pow(2).sum(dim=1)
                 loss = dist + c * hinge(margin, confidence)
                 grad, = torch.autograd.grad(loss.sum(), w_i)
-            call.counter.add(idx, "adam", backward=True)
 
             # Bookkeeping at the evaluated iterate (the same forward pass).
             delta, margin, loss = delta.detach(), margin.detach(), loss.detach()
@@ -176,11 +239,11 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
         raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
     check_count("max_iterations", max_iterations)
     call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
-    x0, labels = call.x0, call.labels
+    x0 = call.x0
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
     budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)
 
-    already = is_adversarial(call.clean_margin, confidence)
+    already = call.already
     best = BestSoFar(x0, already)                          # distance: l_inf
 
     lo, hi = -x0, 1 - x0
@@ -204,17 +267,16 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
         if idx.numel() == 0:
             break
         everyone = idx.numel() == n
-        x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+        x0_i = rows(x0, idx, everyone)
         c, tau_i = rows(const, idx, everyone), rows(tau, idx, everyone)
         w_i = rows(w, idx, everyone).detach().requires_grad_(True)
         with torch.enable_grad():
             delta = box.delta(w_i, rows(anchor, idx, everyone), rows(tanh_anchor, idx, everyone),
                               idx, everyone)
-            margin = logit_margin(model(x0_i + delta), lab, targeted)
-            penalty = (delta.abs() - tau_i.view(-1, 1, 1, 1)).clamp_min(0).flatten(1).sum(dim=1)
+            margin = call.margin(x0_i + delta, idx, "adam")
+            penalty = (delta.abs() - per_image(tau_i, delta)).clamp_min(0).flatten(1).sum(dim=1)
             loss = c * hinge(margin, confidence) + penalty
             grad, = torch.autograd.grad(loss.sum(), w_i)
-        call.counter.add(idx, "adam", backward=True)
         iterations[idx] += 1
         delta, margin, loss, grad = delta.detach(), margin.detach(), loss.detach(), grad.detach()
 

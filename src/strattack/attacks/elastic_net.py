@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from ..result import AttackResult
-from ..solver.losses import is_adversarial, logit_margin
-from ._baseline_common import (AttackCall, BestSoFar, ConstSearch, Model, check_choice,
-                               check_nonnegative, check_positive, hinge, rows)
-from .lifecycle import public_attack
+from ..solver.distortion import soft_threshold
+from ..solver.losses import hinge, is_adversarial
+from ..validation import check_choice, check_nonnegative, check_positive
+from .lifecycle import AttackCall, BestSoFar, ConstSearch, Model, public_attack, rows
 
 Decision = Literal["en", "l1"]
 
@@ -23,8 +23,7 @@ def shrink(v: Tensor, beta: float, lo: Tensor, hi: Tensor) -> Tensor:
     """ISTA shrinkage of EAD: soft-threshold the perturbation v by beta, then project on the box
     (lo = -x0, hi = 1 - x0): min(v - beta, hi) if v > beta, max(v + beta, lo) if v < -beta,
     else 0."""
-    soft = torch.sign(v) * (v.abs() - beta).clamp_min(0)
-    return torch.minimum(torch.maximum(soft, lo), hi)
+    return torch.minimum(torch.maximum(soft_threshold(v, beta), lo), hi)
 
 
 @public_attack
@@ -69,9 +68,9 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
     check_positive("learning_rate", learning_rate)
     ConstSearch.check(initial_const, binary_search_steps, max_iterations)
     call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
-    x0, labels = call.x0, call.labels
+    x0 = call.x0
 
-    already = is_adversarial(call.clean_margin, confidence)
+    already = call.already
     best = BestSoFar(x0, already)                          # distance: by ``decision``
     search = ConstSearch(~already, initial_const, binary_search_steps, max_iterations,
                          abort_early, stall_ratio=0.999999, dtype=x0.dtype)
@@ -85,16 +84,15 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
         y_delta.zero_()
 
         for k, idx, everyone in search.iterate():
-            x0_i, lab = rows(x0, idx, everyone), rows(labels, idx, everyone)
+            x0_i = rows(x0, idx, everyone)
             c = rows(search.const, idx, everyone)
             lo_i, hi_i = rows(lo, idx, everyone), rows(hi, idx, everyone)
             x_old = rows(x_delta, idx, everyone)
             y = rows(y_delta, idx, everyone).detach().requires_grad_(True)
             with torch.enable_grad():
-                margin_y = logit_margin(model(x0_i + y), lab, targeted)
+                margin_y = call.margin(x0_i + y, idx, "fista")
                 loss_y = c * hinge(margin_y, confidence) + y.flatten(1).pow(2).sum(dim=1)
                 grad, = torch.autograd.grad(loss_y.sum(), y)
-            call.counter.add(idx, "fista", backward=True)
 
             lr_k = learning_rate * (1 - k / max_iterations) ** 0.5
             x_new = shrink(y.detach() - lr_k * grad, beta, lo_i, hi_i)
@@ -105,8 +103,7 @@ def ead(model: Model, inputs: Tensor, labels: Tensor, *,
                 x_delta[idx], y_delta[idx] = x_new, y_new
 
             with torch.no_grad():
-                margin_x = logit_margin(model(x0_i + x_new), lab, targeted)
-            call.counter.add(idx, "fista", backward=False)
+                margin_x = call.margin(x0_i + x_new, idx, "fista")
             flat = x_new.flatten(1)
             l1 = flat.abs().sum(dim=1)
             l2sq = flat.pow(2).sum(dim=1)

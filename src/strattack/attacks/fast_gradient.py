@@ -34,10 +34,9 @@ from torch import Tensor
 
 from ..result import AttackResult
 from ..solver.losses import logit_margin
-from ..solver.search import PassCounter
-from ._baseline_common import (AttackCall, Model, budget_in_dtype, check_choice, check_count,
-                               check_nonnegative, check_positive, per_image, project_budget)
-from .lifecycle import public_attack
+from ..validation import check_choice, check_count, check_nonnegative, check_positive
+from .lifecycle import AttackCall, Model, public_attack
+from .projections import budget_in_dtype, per_image, project_budget
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "cw"]
@@ -46,12 +45,14 @@ LossName = Literal["ce", "cw"]
 Trial = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, int]]
 
 
-def _gradient(model: Model, x: Tensor, labels: Tensor, targeted: bool, loss: str
+def _gradient(call: AttackCall, x: Tensor, idx: Tensor, loss: str, stage: str
               ) -> tuple[Tensor, Tensor]:
-    """(gradient of J at x, margin at x) with one forward and one backward pass."""
+    """(gradient of J at x, margin at x) for the images idx, with one forward and one backward
+    pass."""
     x = x.detach().requires_grad_(True)
+    labels, targeted = call.labels[idx], call.targeted
     with torch.enable_grad():
-        logits = model(x)
+        logits = call.logits(x, idx, stage)
         if loss == "ce":
             ce = F.cross_entropy(logits, labels, reduction="none")
             objective = ce if targeted else -ce
@@ -92,13 +93,13 @@ def _default_max_epsilon(x0: Tensor, norm: str) -> float:
 def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labels: Tensor | None,
          norm: str, epsilon: float | None, max_epsilon: float | None, grid_steps: int,
          search_steps: int, rtol: float,
-         make_trial: Callable[[Tensor, Tensor, PassCounter], Trial]) -> AttackResult:
-    """Shared driver of both modes; ``make_trial(x0, labels, counter)`` builds the attack run
-    at per-image epsilons for a subset of images."""
+         make_trial: Callable[[AttackCall], Trial]) -> AttackResult:
+    """Shared driver of both modes; ``make_trial(call)`` builds the attack run at per-image
+    epsilons for a subset of images."""
     call = AttackCall.start(model, inputs, labels, targeted, true_labels)
     x0 = call.x0
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    trial = make_trial(x0, call.labels, call.counter)
+    trial = make_trial(call)
 
     already = call.clean_margin < 0                   # nothing to do for these
     active = ~already
@@ -170,14 +171,14 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
     """
     _check_common(norm, loss, epsilon, max_epsilon, grid_steps, search_steps, rtol)
 
-    def make_trial(x0: Tensor, labels: Tensor, counter: PassCounter) -> Trial:
+    def make_trial(call: AttackCall) -> Trial:
+        x0 = call.x0
         direction: dict[str, Tensor] = {}
 
         def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
             steps = 0
             if "d" not in direction:                 # first call: every active image
-                grad, _ = _gradient(model, x0[idx], labels[idx], targeted, loss)
-                counter.add(idx, "gradient", backward=True)
+                grad, _ = _gradient(call, x0[idx], idx, loss, "gradient")
                 d = torch.zeros_like(x0)
                 d[idx] = _descent_direction(grad, norm)
                 direction["d"] = d
@@ -185,8 +186,7 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
             x0_i = x0[idx]
             out = project_budget(x0_i, x0_i + per_image(eps, x0_i) * direction["d"][idx], eps, norm)
             with torch.no_grad():
-                ok = logit_margin(model(out), labels[idx], targeted) < 0
-            counter.add(idx, "epsilon trials", backward=False)
+                ok = call.margin(out, idx, "epsilon trials") < 0
             return out, ok, steps
 
         return trial
@@ -226,24 +226,24 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
         check_positive("step_fraction", step_fraction)
     fraction = 1.0 / steps if step_fraction is None else step_fraction
 
-    def make_trial(x0: Tensor, labels: Tensor, counter: PassCounter) -> Trial:
+    def make_trial(call: AttackCall) -> Trial:
+        x0 = call.x0
+
         def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
-            x0_i, lab = x0[idx], labels[idx]
+            x0_i = x0[idx]
             alpha = per_image(eps * fraction, x0_i)
             x = x0_i
             found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
             found_adv = x0_i.clone()
             for k in range(steps):
-                grad, margin = _gradient(model, x, lab, targeted, loss)
-                counter.add(idx, "iterations", backward=True)
+                grad, margin = _gradient(call, x, idx, loss, "iterations")
                 if k > 0:                            # x_k, k >= 1, is a candidate too
                     hit = margin < 0
                     found_adv[hit] = x[hit]
                     found |= hit
                 x = project_budget(x0_i, x + alpha * _descent_direction(grad, norm), eps, norm)
             with torch.no_grad():
-                last_ok = logit_margin(model(x), lab, targeted) < 0
-            counter.add(idx, "iterations", backward=False)
+                last_ok = call.margin(x, idx, "iterations") < 0
             out = torch.where(per_image(last_ok, x), x, found_adv)
             return out, last_ok | found, steps
 

@@ -1,114 +1,46 @@
-"""What every public attack does around its own loop, once: parameter checks, the model's mode,
-and the precision the work is done in.
+"""The life of an attack call, owned here once so that each attack writes only its own loop
+(the shape of foolbox 3's ``MinimizationAttack.__call__``, with our function API):
 
-:func:`public_attack` wraps each attack function so that
+1. :func:`public_attack` (a decorator on every public attack): every keyword checked against the
+   attack's annotations before any model pass; a model in training mode run in eval mode and
+   handed back exactly as it came; half-precision inputs attacked in float32 and returned in
+   their dtype, re-checked there.
+2. :class:`AttackCall`: the validation pass (clean logits, counted), then **counted model
+   calls** (:meth:`AttackCall.logits`, :meth:`AttackCall.margin`): the forward pass is counted
+   where it is made and the backward pass when a gradient flows through the logits, so no
+   attack can forget a count.
+3. The per-image constant search: :func:`update_const` (the C&W rule, used by every attack with
+   a constant c) and :class:`ConstSearch` (C&W's step/iteration/abort-early schedule).
+4. :class:`BestSoFar`: per image, the closest adversarial example met so far and its c.
+5. :meth:`AttackCall.finish`: the final check on the returned tensor (with the confidence the
+   search used) and the :class:`AttackResult`.
 
-* every keyword parameter is checked against the function's annotations before any model pass
-  (``targeted="no"``, ``max_iterations=20.5`` or ``confidence=nan`` are clear errors, not a
-  traceback inside the search or a silently wrong run);
-* a model in training mode is run in eval mode for the attack and handed back exactly as it came
-  (dropout would make the final check disagree with eval mode, and BatchNorm would update the
-  user's running statistics), with a warning;
-* half-precision inputs (float16, bfloat16) are attacked in float32 and the result is returned in
-  the inputs' dtype, re-checked there (see :func:`_back_to_input_dtype`); a model whose
-  parameters have another dtype than the inputs is called in its own dtype.
+Everything is batched over N images with per-image state; a method acting on a subset of the
+images takes the indices ``idx`` of that subset (rows of the per-image tensors).
 """
 from __future__ import annotations
 
 import functools
-import inspect
-import math
-import numbers
-import types
 import typing
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..result import AttackResult, project_exact
+from ..progress import passes_made
+from ..result import AttackResult
 from ..solver.losses import is_adversarial, logit_margin
-from ..validation import check_inputs
+from ..validation import (POSITIONAL, check_count, check_inputs, check_parameters,
+                          check_positive, keyword_arguments, validate_attack_call)
+from .projections import budget_in_dtype, project_exact, project_l2_exact
 
+Model = Callable[[Tensor], Tensor]
 F = TypeVar("F", bound=Callable[..., AttackResult])
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-POSITIONAL = ("model", "inputs", "labels")
-
-
-# --- parameter checks from the annotations ---------------------------------------------------
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
-    return {bool: "True or False", int: "an integer", float: "a finite number",
-            Tensor: "a torch.Tensor"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _matches(value: Any, hint: Any) -> bool | None:
-    """Whether ``value`` fits ``hint``; None when the hint is not one we check."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return any(value == c and type(value) is type(c) for c in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        verdicts = [_matches(value, h) for h in typing.get_args(hint)]
-        return None if None in verdicts and not any(verdicts) else any(v for v in verdicts)
-    if hint is type(None):
-        return value is None
-    if hint is bool:                         # a string such as "no" must not count as True
-        return isinstance(value, (bool, np.bool_))
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if hint is float:
-        return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if hint is Tensor:
-        return isinstance(value, Tensor)
-    return None
-
-
-def check_parameters(fn: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    """ValueError naming the first keyword argument that does not fit ``fn``'s annotation;
-    returns the arguments with numpy scalars made plain Python numbers (np.int64(3) -> 3)."""
-    hints = typing.get_type_hints(fn)
-    plain = dict(arguments)
-    for name, value in arguments.items():
-        if name in POSITIONAL or name not in hints:
-            continue
-        if _matches(value, hints[name]) is False:
-            raise ValueError(f"{fn.__name__}: {name} must be {_expected(hints[name])}, "
-                             f"got {value!r} ({type(value).__name__})")
-        plain[name] = _plain(value)
-    return plain
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return value
-
-
-def _expected(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
-        return f"{_describe(args[0])} or None"
-    return _describe(hint)
-
-
-def _keyword_arguments(fn: Callable[..., Any], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a call (a TypeError for an unknown name or a missing one, as
-    Python gives), without the forwarded ``**kwargs``: the attack they go to checks those."""
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    return {k: v for k, v in bound.arguments.items()
-            if inspect.signature(fn).parameters[k].kind != inspect.Parameter.VAR_KEYWORD}
 
 
 # --- the model's mode ----------------------------------------------------------------------
@@ -185,11 +117,11 @@ def _back_to_input_dtype(result: AttackResult, inputs: Tensor, model: Any, label
     adv = result.adv.to(inputs.dtype)
     epsilon = arguments.get("epsilon")
     if arguments.get("norm", "linf") == "l2" and epsilon is not None:
-        from ._baseline_common import project_l2_exact
         eps = torch.full((adv.shape[0],), float(epsilon), dtype=adv.dtype, device=adv.device)
         adv = project_l2_exact(inputs, adv, eps)
     else:
-        adv = project_exact(inputs, adv, None if epsilon is None else _in_dtype(epsilon, adv))
+        adv = project_exact(inputs, adv, None if epsilon is None
+                            else budget_in_dtype(epsilon, adv.dtype))
     with torch.no_grad():
         margin = logit_margin(model(adv.to(result.adv.dtype)), labels.long(),
                               bool(arguments.get("targeted", False)))
@@ -203,14 +135,6 @@ def _back_to_input_dtype(result: AttackResult, inputs: Tensor, model: Any, label
     return result
 
 
-def _in_dtype(epsilon: float, like: Tensor) -> float:
-    """The largest number of like's dtype that is <= epsilon."""
-    e = torch.tensor(epsilon, dtype=torch.float64).to(like.dtype)
-    if e.double().item() > epsilon:
-        e = torch.nextafter(e, torch.zeros_like(e))
-    return e.item()
-
-
 # --- the decorator -------------------------------------------------------------------------
 
 def public_attack(fn: F) -> F:
@@ -218,7 +142,7 @@ def public_attack(fn: F) -> F:
 
     @functools.wraps(fn)
     def attack(*args: Any, **kwargs: Any) -> AttackResult:
-        arguments = check_parameters(fn, _keyword_arguments(fn, args, kwargs))
+        arguments = check_parameters(fn, keyword_arguments(fn, args, kwargs))
         model, inputs, labels = (arguments.get(k) for k in POSITIONAL)
         check_inputs(inputs)
         work = working_dtype(inputs)
@@ -233,3 +157,237 @@ def public_attack(fn: F) -> F:
         return result
 
     return typing.cast(F, attack)
+
+
+# --- counted model calls -------------------------------------------------------------------
+
+@dataclass
+class PassCounter:
+    """Model forward/backward passes per image (one image through the model = one pass), and
+    totals per stage as [forward, backward]. Forward passes are also reported to the progress
+    hook (:mod:`strattack.progress`)."""
+
+    forward: Tensor
+    backward: Tensor
+    stages: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def zeros(cls, n: int, device: torch.device) -> "PassCounter":
+        z = torch.zeros(n, dtype=torch.long, device=device)
+        return cls(z, z.clone())
+
+    def add_forward(self, idx: Tensor, stage: str) -> None:
+        images = int(idx.numel())       # the shape is known on the host: no device sync
+        self.forward[idx] += 1
+        self.stages.setdefault(stage, [0, 0])[0] += images
+        passes_made(images)
+
+    def add_backward(self, idx: Tensor, stage: str) -> None:
+        self.backward[idx] += 1
+        self.stages.setdefault(stage, [0, 0])[1] += int(idx.numel())
+
+
+@dataclass
+class AttackCall:
+    """A validated attack call. Made after the parameter checks, so that bad parameters cost no
+    model pass; the validation pass (the clean logits) is counted for every image."""
+
+    model: Model
+    inputs: Tensor
+    targeted: bool
+    x0: Tensor              # inputs.detach(); distances are measured to it
+    labels: Tensor          # as long
+    clean_margin: Tensor    # logit_margin at the inputs, from the validation pass
+    counter: PassCounter
+    confidence: float = 0.0  # kappa: success means the wanted class wins by at least kappa
+
+    @classmethod
+    def start(cls, model: Model, inputs: Tensor, labels: Tensor, targeted: bool,
+              true_labels: Tensor | None, confidence: float = 0.0) -> "AttackCall":
+        clean_logits = validate_attack_call(model, inputs, labels, targeted, true_labels)
+        x0 = inputs.detach()
+        labels = labels.long()
+        n, device = x0.shape[0], x0.device
+        counter = PassCounter.zeros(n, device)
+        counter.add_forward(torch.arange(n, device=device), "validation")
+        return cls(model, inputs, targeted, x0, labels,
+                   logit_margin(clean_logits, labels, targeted), counter, confidence)
+
+    @property
+    def already(self) -> Tensor:
+        """Images the model already classifies as wanted (by the confidence): nothing to do."""
+        return is_adversarial(self.clean_margin, self.confidence)
+
+    def logits(self, x: Tensor, idx: Tensor, stage: str) -> Tensor:
+        """The model on ``x`` (the images ``idx``), counted: one forward pass now, one backward
+        pass whenever a gradient flows back through these logits."""
+        out = self.model(x)
+        self.counter.add_forward(idx, stage)
+        if out.requires_grad:
+            out.register_hook(lambda grad: self.counter.add_backward(idx, stage))
+        return out
+
+    def margin(self, x: Tensor, idx: Tensor, stage: str) -> Tensor:
+        """logit_margin of the counted model call on ``x`` (the images ``idx``)."""
+        labels = self.labels if idx.numel() == self.labels.shape[0] else self.labels[idx]
+        return logit_margin(self.logits(x, idx, stage), labels, self.targeted)
+
+    def finish(self, adv: Tensor, *, const: Tensor | None, iterations: Tensor,
+               unrefined: Tensor | None = None) -> AttackResult:
+        """Final check: success is computed by running the model on the returned tensor, with
+        the criterion the search used (margin <= -kappa, :func:`is_adversarial`)."""
+        everyone = torch.arange(self.x0.shape[0], device=self.x0.device)
+        with torch.no_grad():
+            final_margin = self.margin(adv, everyone, "final check")
+        counter = self.counter
+        return AttackResult(adv=adv.detach(), success=is_adversarial(final_margin, self.confidence),
+                            inputs=self.inputs, const=const, iterations=iterations,
+                            forward_passes=counter.forward, backward_passes=counter.backward,
+                            stages=counter.stages, unrefined=unrefined)
+
+
+def rows(t: Tensor, idx: Tensor, everyone: bool) -> Tensor:
+    """t[idx], without a copy when every image is selected."""
+    return t if everyone else t[idx]
+
+
+# --- best so far ---------------------------------------------------------------------------
+
+class BestSoFar:
+    """Per image: the adversarial perturbation with the smallest distance met so far, and the c
+    it was found at. Images already classified as wanted (``already``) start at distance 0 and
+    c = 0 with delta = 0, so they are returned unchanged; the others at distance and c = inf
+    (while none is found the input itself is returned, with c = inf)."""
+
+    def __init__(self, x0: Tensor, already: Tensor) -> None:
+        self.delta = torch.zeros_like(x0)
+        self.dist = torch.full((x0.shape[0],), float("inf"), dtype=x0.dtype, device=x0.device)
+        self.const = self.dist.clone()
+        self.dist[already] = 0.0
+        self.const[already] = 0.0
+
+    @property
+    def found(self) -> Tensor:
+        return torch.isfinite(self.dist)
+
+    def update(self, idx: Tensor, dist: Tensor, delta: Tensor, const: Tensor,
+               candidate: Tensor | None = None) -> None:
+        """Offer ``delta`` (rows idx) at distance ``dist``, found with c = ``const``: the rows
+        that are candidates (adversarial; all rows when ``candidate`` is None) and strictly
+        closer than the best so far replace it."""
+        better = dist < self.dist[idx]
+        if candidate is not None:
+            better = candidate & better
+        b_idx = idx[better]
+        self.delta[b_idx] = delta[better]
+        self.dist[b_idx] = dist[better]
+        self.const[b_idx] = const[better]
+
+    def adversarial(self, x0: Tensor, budget: float | None) -> Tensor:
+        """x0 + the best delta, on the box (and the l_inf ``budget``) exactly."""
+        return project_exact(x0, x0 + self.delta, budget)
+
+    def result(self, call: AttackCall, budget: float | None, iterations: Tensor,
+               unrefined: Tensor | None = None) -> AttackResult:
+        """The final check of :meth:`adversarial`; ``const`` is the c of the returned example."""
+        return call.finish(self.adversarial(call.x0, budget), const=self.const,
+                           iterations=iterations, unrefined=unrefined)
+
+
+# --- the per-image constant search ---------------------------------------------------------
+
+def update_const(const: Tensor, lower: Tensor, upper: Tensor, success: Tensor, todo: Tensor,
+                 growth: float) -> tuple[Tensor, Tensor, Tensor]:
+    """C&W binary-search rule per image: success -> c is an upper bound; failure -> a lower
+    bound; next c = midpoint when an upper bound exists, else c * growth."""
+    upper = torch.where(success & todo, torch.minimum(upper, const), upper)
+    lower = torch.where(~success & todo, torch.maximum(lower, const), lower)
+    new = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * growth)
+    return torch.where(todo, new, const), lower, upper
+
+
+class ConstSearch:
+    """The C&W per-image binary search on c (used by cw_l2 and EAD), with per-image abort-early
+    inside each step.
+
+    c starts at ``initial_const``; after each step, :func:`update_const` with growth 10 (an
+    upper bound where the step found an adversarial example, else a lower bound; bisection, or
+    x10 while there is no upper bound). As in the original, with 10 or more steps the last one
+    uses the upper bound (1e10 if none). Only the images in ``todo`` are searched; the search
+    ends early once none is left.
+
+    Abort early (per image, when ``abort_early``): every max(1, max_iterations // 10) iterations
+    of a step (counted from 0), an image whose loss is > ``stall_ratio`` x its loss at the
+    previous check stops for this step.
+
+    Use::
+
+        for _ in search.steps():                      # this step's c: search.const
+            ...restart the optimisation of the images in search.todo...
+            for k, idx, everyone in search.iterate():  # idx: the images still running
+                ...one iteration on the images idx...
+                search.record(k, idx, adversarial, loss)
+    """
+
+    GROWTH = 10.0
+
+    @staticmethod
+    def check(initial_const: float, binary_search_steps: int, max_iterations: int) -> None:
+        """The search's parameter checks (to be made before any model pass)."""
+        check_positive("initial_const", initial_const)
+        check_count("binary_search_steps", binary_search_steps)
+        check_count("max_iterations", max_iterations)
+
+    def __init__(self, todo: Tensor, initial_const: float, binary_search_steps: int,
+                 max_iterations: int, abort_early: bool, stall_ratio: float,
+                 dtype: torch.dtype) -> None:
+        n, device = todo.shape[0], todo.device
+        self.todo = todo
+        self.const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
+        self.lower = torch.zeros_like(self.const)
+        self.upper = torch.full_like(self.const, float("inf"))
+        self.iterations = torch.zeros(n, dtype=torch.long, device=device)   # per image, all steps
+        self.binary_search_steps, self.max_iterations = binary_search_steps, max_iterations
+        self.abort_early, self.stall_ratio = abort_early, stall_ratio
+        self.check_every = max(1, max_iterations // 10)
+        # per step: images still optimising, step found an adversarial example, loss at last check
+        self.running = torch.zeros_like(todo)
+        self.success = torch.zeros_like(todo)
+        self.prev = torch.full_like(self.const, float("inf"))
+
+    def steps(self) -> Iterator[int]:
+        """The binary-search steps; c is updated after each."""
+        repeat = self.binary_search_steps >= 10
+        for search_step in range(self.binary_search_steps):
+            if not self.todo.any():
+                break
+            if repeat and search_step == self.binary_search_steps - 1:
+                last = torch.where(torch.isfinite(self.upper), self.upper,
+                                   torch.full_like(self.upper, 1e10))
+                self.const = torch.where(self.todo, last, self.const)
+            self.running = self.todo.clone()
+            self.success = torch.zeros_like(self.todo)
+            self.prev = torch.full_like(self.const, float("inf"))
+            yield search_step
+            self.const, self.lower, self.upper = update_const(
+                self.const, self.lower, self.upper, self.success, self.todo, self.GROWTH)
+
+    def iterate(self) -> Iterator[tuple[int, Tensor, bool]]:
+        """(k, idx, everyone) for the iterations of a step: idx = the images still running,
+        everyone = whether that is all images (then ``rows`` makes no copies)."""
+        n = self.todo.shape[0]
+        for k in range(self.max_iterations):
+            idx = self.running.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            yield k, idx, idx.numel() == n
+
+    def record(self, k: int, idx: Tensor, adversarial: Tensor, loss: Tensor) -> None:
+        """End of iteration k on the images idx: count it, note which found an adversarial
+        example in this step, and apply the abort-early check to ``loss``."""
+        self.iterations[idx] += 1
+        self.success[idx] |= adversarial
+        if self.abort_early and k % self.check_every == 0:
+            stalled = loss > self.prev[idx] * self.stall_ratio
+            self.prev[idx] = loss
+            self.running[idx[stalled]] = False

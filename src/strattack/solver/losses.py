@@ -17,9 +17,11 @@ def logit_margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     return other - label_logit if targeted else label_logit - other
 
 
-def cw_loss(margin: Tensor, const: Tensor, confidence: float) -> Tensor:
-    """f = c * max(margin, -kappa), eq. (3), per image."""
-    return const * margin.clamp_min(-confidence)
+def hinge(margin: Tensor, confidence: float) -> Tensor:
+    """max(margin + kappa, 0): the loss term of eq. (3), c * max(margin, -kappa), shifted by
+    kappa as in the original C&W code (>= 0, zero exactly when the wanted class wins by kappa;
+    same gradient). Every attack multiplies it by its own c."""
+    return (margin + confidence).clamp_min(0)
 
 
 def is_adversarial(margin: Tensor, confidence: float) -> Tensor:

@@ -1,0 +1,124 @@
+"""The ADMM attacks' own loop: a per-image search on the loss constant c around an ADMM core.
+
+One call runs N images as one batched computation with per-image constants, best-so-far
+bookkeeping and early stopping (the lifecycle pieces of :mod:`.lifecycle`). Each ADMM iteration
+costs one forward and one backward pass of the model on the images still active; a finished
+image costs nothing more. Every ``check_every`` iterations (and at the last one) the feasible
+candidate of the active images is run through the model once more (forward only) to see
+whether it is adversarial.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ..solver.admm import State
+from ..solver.losses import hinge, is_adversarial
+from .lifecycle import AttackCall, BestSoFar, update_const
+
+
+class ADMMCore(Protocol):
+    def init_state(self, init: Tensor) -> State: ...
+    def point(self, st: State) -> Tensor: ...
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State: ...
+    def candidate(self, st: State, idx: Tensor) -> Tensor: ...
+    def regularizer(self, delta: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    initial_const: float = 0.5
+    search_steps: int = 5
+    max_iterations: int = 200
+    check_every: int = 5        # candidate check (one forward pass) every this many iterations
+    patience: int = 40          # early stop: window (iterations) over which progress is measured
+    tol: float = 1e-3           # early stop: minimal relative decrease of the objective per window
+    const_growth: float = 10.0  # c *= this while no success has bounded c from above
+
+    def __post_init__(self) -> None:
+        if not self.initial_const > 0:
+            raise ValueError(f"initial_const must be > 0, got {self.initial_const}")
+        for name in ("search_steps", "max_iterations", "check_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SearchOutcome:
+    upper: Tensor        # smallest c that gave success (inf if none)
+    iterations: Tensor   # ADMM iterations run per image
+    state: State
+
+
+def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, stage: str, *,
+                    active: Tensor, best: BestSoFar, init: Tensor | None = None,
+                    const: Tensor | None = None) -> SearchOutcome:
+    """Binary search on c (per image) with an ADMM inner loop, for the images in ``active``;
+    the adversarial candidates with the smallest l2 go to ``best``.
+
+    Success in a step -> c becomes an upper bound; failure -> lower bound, or c *= const_growth
+    while there is no upper bound (:func:`update_const`). The next c is the midpoint when both
+    bounds exist. The ADMM state is warm-started from one step to the next (eta_k restarts at
+    k = 1).
+    """
+    x0, confidence = call.x0, call.confidence
+    n, device, dtype = x0.shape[0], x0.device, x0.dtype
+    const = (torch.full((n,), settings.initial_const, dtype=dtype, device=device)
+             if const is None else const.clone())
+    lower = torch.zeros_like(const)
+    upper = torch.full_like(const, float("inf"))
+    state = core.init_state(torch.zeros_like(x0) if init is None else init)
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+    todo = active.clone()
+
+    for _ in range(settings.search_steps):
+        running = todo.clone()
+        step_success = torch.zeros(n, dtype=torch.bool, device=device)
+        window_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
+        previous_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
+        for k in range(1, settings.max_iterations + 1):
+            idx = running.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            everyone = idx.numel() == n      # common case: no gather/scatter copies needed
+            sub = state if everyone else state.gather(idx)
+            x0_i, c = (x0, const) if everyone else (x0[idx], const[idx])
+
+            z = core.point(sub)
+            x = (x0_i + z).requires_grad_(True)
+            with torch.enable_grad():
+                loss = c * hinge(call.margin(x, idx, stage), confidence)        # eq. (3)
+                grad, = torch.autograd.grad(loss.sum(), x)
+            iterations[idx] += 1
+
+            sub = core.step(sub, grad, k, idx)
+            if everyone:
+                state = sub
+            else:
+                state.scatter_(idx, sub)
+            objective = loss.detach() + core.regularizer(z)
+
+            if k % settings.check_every == 0 or k == settings.max_iterations:
+                cand = core.candidate(sub, idx)
+                with torch.no_grad():
+                    adv = is_adversarial(call.margin(x0_i + cand, idx, stage), confidence)
+                step_success[idx] |= adv
+                best.update(idx, cand.flatten(1).norm(dim=1), cand, c, candidate=adv)
+
+            # Early stop per image: the objective at z^k has not decreased by a relative `tol`
+            # over the last `patience` iterations (a window minimum, robust to ADMM oscillations).
+            window_best[idx] = torch.minimum(window_best[idx], objective)
+            if k % settings.patience == 0:
+                prev = previous_best[idx]
+                stalled = torch.isfinite(prev) & (window_best[idx] > prev - settings.tol * prev.abs())
+                previous_best[idx] = window_best[idx]
+                window_best[idx] = float("inf")
+                running[idx[stalled]] = False
+
+        const, lower, upper = update_const(const, lower, upper, step_success, todo,
+                                           settings.const_growth)
+
+    return SearchOutcome(upper=upper, iterations=iterations, state=state)
