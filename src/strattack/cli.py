@@ -406,7 +406,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             summary = run_evaluation(model, images, data.labels, tasks, specs, store,
                                      batch_size=int(opt["batch_size"]), shard=shard,
                                      group_size=data.group_size, progress=bool(opt["progress"]),
-                                     ids=data.ids.tolist(), finished_elsewhere=earlier)
+                                     ids=data.ids.tolist(), finished_elsewhere=earlier,
+                                     log=click.echo)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     except KeyboardInterrupt:

@@ -3,12 +3,18 @@
 Every batch is one batched attack call; its examples are written in one transaction as soon as
 it finishes (see :mod:`.store`). Re-running the same evaluation skips finished examples, so an
 interrupted run resumes where it stopped and n shards (``shard=(i, n)``) can share the work.
+
+Progress is counted in model passes (one image through the model), reported by every attack
+from inside a batch (:mod:`strattack.progress`), so a batch of minutes still moves the bar. The
+expected passes and seconds per example come from the examples of the same attack already in
+the store (:class:`CostTally`), including the batches this run has just finished.
 """
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import attacks
+from ..progress import report_passes
 from ..result import AttackResult
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
@@ -23,7 +30,7 @@ from .params import check_parameters
 from .store import ExampleRecord, ResultStore
 from .tasks import UNTARGETED, in_shard
 
-__all__ = ["ATTACKS", "AttackSpec", "RunSummary", "run_evaluation"]
+__all__ = ["ATTACKS", "AttackSpec", "CostTally", "RunSummary", "estimate_line", "run_evaluation"]
 
 #: Attacks an evaluation can run, by name. Each has the library's calling convention.
 ATTACKS: dict[str, Callable[..., AttackResult]] = {
@@ -95,6 +102,74 @@ class RunSummary:
         return "; ".join(parts) + f" in {self.seconds:.1f} s"
 
 
+@dataclass
+class CostTally:
+    """What the finished examples of one attack cost: running sums of model forward passes
+    (any device: the passes an example needs do not depend on where it ran) and of seconds
+    (only examples run on ``device``, where a time says something about this run)."""
+
+    device: str
+    examples: int = 0
+    passes: int = 0
+    timed: int = 0
+    seconds: float = 0.0
+
+    def add(self, records: Iterable[ExampleRecord]) -> None:
+        for r in records:
+            self.examples += 1
+            self.passes += r.forward_passes
+            if r.device == self.device:
+                self.timed += 1
+                self.seconds += r.seconds
+
+    @classmethod
+    def from_stores(cls, stores: Iterable[ResultStore], key: str, device: str) -> "CostTally":
+        tally = cls(device)
+        for store in stores:
+            tally.add(store.records(key))
+        return tally
+
+    @property
+    def passes_per_example(self) -> float | None:
+        return self.passes / self.examples if self.examples else None
+
+    @property
+    def seconds_per_example(self) -> float | None:
+        return self.seconds / self.timed if self.timed else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_line(left: Mapping[str, tuple[int, CostTally]]) -> str | None:
+    """``"estimated time: ~12 min (from 40 finished examples of cw_l2)"``: seconds per example
+    of the earlier examples on the same device times the examples left, per attack (``left``:
+    attack label -> (examples to attack, its tally)); None when no attack with work left has
+    timed examples."""
+    total, known, unknown = 0.0, [], []
+    for label, (count, tally) in left.items():
+        if count == 0:
+            continue
+        per = tally.seconds_per_example
+        if per is None:
+            unknown.append(label)
+            continue
+        total += per * count
+        known.append(f"{tally.timed} of {label}" if known else
+                     f"{tally.timed} finished examples of {label}")
+    if not known:
+        return None
+    line = f"estimated time: ~{_duration(total)} (from {', '.join(known)} on this device)"
+    if unknown:
+        line += f", plus {', '.join(unknown)}: no finished examples on this device yet"
+    return line
+
+
 def device_description(device: torch.device) -> str:
     """What a store records as the device of an example: the GPU's name, or the CPU threads
     torch uses (a run's seconds depend on both)."""
@@ -143,6 +218,7 @@ def run_evaluation(
     progress: bool = True,
     ids: Sequence[int] | None = None,
     finished_elsewhere: Sequence[ResultStore] = (),
+    log: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Attack every example of ``tasks`` in this shard with every spec, skipping finished ones.
 
@@ -158,6 +234,10 @@ def run_evaluation(
         finished_elsewhere: other stores of the same evaluation (read only); examples finished
             there are skipped too. A shard run uses it to skip what an earlier unsharded run
             in the same folder already did, so a run can be split into shards part-way.
+        progress: show a bar of model passes (with the examples done per attack), with an ETA
+            once the store knows the passes per example of the attacks left.
+        log: where to say up front how long the run should take (see :func:`estimate_line`),
+            when earlier examples in the store tell.
     """
     summary = RunSummary()
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
@@ -176,12 +256,18 @@ def run_evaluation(
         summary.skipped[spec.display] = len(mine) - len(todo[key])
         summary.attacked[spec.display] = 0
         summary.successes[spec.display] = 0
-    total = sum(len(v) for v in todo.values())
     device = inputs.device
     device_name = device_description(device)
     labels = labels.to(device)
+    stores = [store, *finished_elsewhere]
+    costs = {key: CostTally.from_stores(stores, key, device_name) for key in keys}
+    left = {key: len(todo[key]) for key in keys}
+    if log is not None:
+        line = estimate_line({s.display: (left[k], costs[k]) for s, k in zip(specs, keys)})
+        if line:
+            log(line)
     start_all = time.perf_counter()
-    bar = _progress(total, progress)
+    bar = _progress(progress, _expected_passes(left, costs))
     try:
         for spec, key in zip(specs, keys):
             attack = ATTACKS[spec.name]
@@ -194,11 +280,13 @@ def run_evaluation(
                 while pos < len(pending) and len(batch) < batch_size:
                     if pending[pos] in finished:
                         summary.skipped[spec.display] += 1
-                        if bar is not None:
-                            bar.update(1)
+                        left[key] -= 1
                     else:
                         batch.append(pending[pos])
                     pos += 1
+                if bar is not None:
+                    _show_progress(bar, spec.display, len(pending) - left[key], len(pending),
+                                   _expected_passes(left, costs))
                 if not batch:
                     continue
                 idx = torch.tensor([row_of[i] for i, _ in batch], device=device)
@@ -209,20 +297,26 @@ def run_evaluation(
                 if not untargeted and (target == UNTARGETED).any():
                     raise ValueError("a batch mixes targeted and untargeted examples")
                 start = time.perf_counter()
-                if untargeted:
-                    result = attack(model, x, y, targeted=False, **spec.params)
-                else:
-                    result = attack(model, x, target, targeted=True, true_labels=y, **spec.params)
+                # Every model pass inside the attack moves the bar (bar.update is cheap and
+                # redraws at most ~10 times a second). Without a bar, a caller's hook stays.
+                with report_passes(bar.update) if bar is not None else nullcontext():
+                    if untargeted:
+                        result = attack(model, x, y, targeted=False, **spec.params)
+                    else:
+                        result = attack(model, x, target, targeted=True, true_labels=y,
+                                        **spec.params)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # the seconds must include queued GPU work
                 seconds = time.perf_counter() - start
                 records = _records(batch, y.cpu(), result, groups, seconds, device_name)
                 store.write(key, records)
+                costs[key].add(records)          # later batches' estimates learn from it
+                left[key] -= len(batch)
                 summary.attacked[spec.display] += len(batch)
                 summary.successes[spec.display] += sum(r.success for r in records)
-                if bar is not None:
-                    bar.set_postfix_str(spec.display, refresh=False)
-                    bar.update(len(batch))
+            if bar is not None:
+                _show_progress(bar, spec.display, len(pending), len(pending),
+                               _expected_passes(left, costs))
     finally:
         if bar is not None:
             bar.close()
@@ -230,9 +324,33 @@ def run_evaluation(
     return summary
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _expected_passes(left: Mapping[str, int], costs: Mapping[str, CostTally]) -> float | None:
+    """Model passes the examples still to attack should take (including the batch about to
+    start), or None while an attack with work left has no finished example to go by."""
+    total = 0.0
+    for key, count in left.items():
+        if count == 0:
+            continue
+        per = costs[key].passes_per_example
+        if per is None:
+            return None
+        total += per * count
+    return total
+
+
+def _show_progress(bar: Any, label: str, done: int, of: int, passes_left: float | None) -> None:
+    """At a batch boundary: examples done of the current attack, and the bar's total re-estimated
+    as the passes made so far plus those expected for the rest (None: count without a total)."""
+    bar.total = None if passes_left is None else bar.n + round(passes_left)
+    bar.set_postfix_str(f"{label}: {done}/{of} examples", refresh=False)
+    bar.refresh()
+
+
+def _progress(enabled: bool, total: float | None) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="ex", dynamic_ncols=True, smoothing=0.1)
+    # Unit: one image through the model (the unit of the store's forward_passes).
+    return tqdm(total=None if total is None else round(total), unit="pass", unit_scale=True,
+                dynamic_ncols=True, smoothing=0.1)
