@@ -272,3 +272,16 @@ def test_time_estimate_from_the_store_uses_this_devices_examples(tmp_path):
     assert estimate_line({"cw_l2": (5400, tally), "str_attack": (9, other)}) == (
         "estimated time: ~3.0 h (from 40 finished examples of cw_l2 on this device), plus "
         "str_attack: no finished examples on this device yet")
+
+
+def test_store_heatmaps_without_a_common_success_still_write_a_figure(tmp_path):
+    """Was: ValueError from the empty perturbations once every panel shared one colour scale."""
+    from strattack.viz.report_figures import plot_group_heatmaps
+
+    with ResultStore(tmp_path / "r.sqlite", {"group_size": "2"}) as store:
+        a = store.add_attack("fgm", {}, "fgm")
+        b = store.add_attack("ifgsm", {}, "ifgsm")
+        store.write(a, [_record(0, 1.0, 4, "cpu")])
+        store.write(b, [_record(1, 1.0, 4, "cpu")])          # another image: nothing in common
+        path = plot_group_heatmaps(store, tmp_path / "heat.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

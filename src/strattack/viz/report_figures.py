@@ -69,7 +69,7 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
     axes = fig.subplots(len(labels) or 1, len(common), squeeze=False)
     heat_cmap = magnitude_cmap("hot", 0.2, 0.85)       # as the Fig. 2 panels: grey = exactly 0
     heats = {label: group_heatmap(d, GroupSpec.for_inputs(d, size, size)).numpy()
-             for label, d in found.deltas.items()}
+             for label, d in found.deltas.items() if found.pairs}
     # One colour scale for all panels, as the single colorbar says.
     vmax = max((float(h.max()) for h in heats.values() if h.size), default=0.0) or 1.0
     image = None
