@@ -271,3 +271,161 @@ def test_damaged_bundled_weights_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "_WEIGHTS_DIR", tmp_path)
     with pytest.raises(ValueError, match="pretrained weights .*mnist.safetensors cannot be read"):
         pretrained.load_pretrained("mnist")
+
+
+# ------------------------------------------------------------------ 4. damaged and read-only stores
+def _finished_run(tmp_path, name: str = "run"):
+    """A small finished evaluation (3 images x next target, FGM) in tmp_path / name."""
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--indices", "0,1,2", "--targets",
+                "next", "-a", "fgm", out=name)
+    assert res.exit_code == 0, res.output
+    return tmp_path / name
+
+
+def _damage(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:4096])
+    elif how == "random bytes":
+        path.write_bytes(bytes(range(256)) * 20)
+    else:
+        path.write_text("not a database\n" * 100)
+
+
+@pytest.mark.parametrize("how", ["truncated", "random bytes", "text"])
+@pytest.mark.parametrize("command", ["eval", "report", "merge", "merge into", "explain"])
+def test_a_damaged_store_is_a_clear_error_naming_it(tmp_path, how, command):
+    run = _finished_run(tmp_path)
+    store = run / "results.sqlite"
+    _damage(store, how)
+    if command == "eval":
+        res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "--indices", "0,1,2",
+                    "--targets", "next", "-a", "fgm", out="run")
+    elif command == "merge":                      # a damaged shard
+        res = CliRunner().invoke(main, ["merge", str(tmp_path / "merged"), str(store)])
+    elif command == "merge into":                 # a damaged destination
+        other = _finished_run(tmp_path, "other") / "results.sqlite"
+        res = CliRunner().invoke(main, ["merge", str(run), str(other)])
+    else:
+        res = CliRunner().invoke(main, [command, str(run)])
+    assert res.exit_code == 1, res.output
+    assert f"{store} is not a readable strattack result store" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_sqlite_file_of_another_program_is_not_read_as_a_store(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE songs (title TEXT)")
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 1 and "without the tables ['attacks', 'examples', 'meta']" in res.output
+
+
+def test_a_read_only_store_cannot_write(tmp_path):
+    run = _finished_run(tmp_path)
+    with ResultStore(run / "results.sqlite", read_only=True) as store:
+        assert store.count() == 3
+        with pytest.raises(ValueError, match="opened read-only"):
+            store.add_attack("fgm", {"norm": "l2"})
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):   # SQLite itself refuses
+            store._db.execute("INSERT INTO meta VALUES ('x', 'y')")
+    with pytest.raises(FileNotFoundError, match="no store"):
+        ResultStore(tmp_path / "nothing.sqlite", read_only=True)
+    assert not (tmp_path / "nothing.sqlite").exists()
+
+
+@pytest.fixture
+def sqlite_opens(monkeypatch):
+    """Every database name sqlite3.connect is called with during the test."""
+    opened: list[str] = []
+    original = sqlite3.connect
+
+    def spy(database, *args, **kwargs):
+        opened.append(str(database))
+        return original(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    return opened
+
+
+def test_report_and_explain_open_the_store_read_only(tmp_path, sqlite_opens):
+    run = _finished_run(tmp_path)
+    sqlite_opens.clear()
+    res = CliRunner().invoke(main, ["report", str(run), "--no-figures"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["explain", str(run), "-a", "fgm", "--figures", "0"])
+    assert res.exit_code in (0, 1), res.output
+    assert sqlite_opens and all(name.endswith("?mode=ro") for name in sqlite_opens), sqlite_opens
+
+
+def test_report_leaves_an_old_store_as_it_is(tmp_path):
+    run = _finished_run(tmp_path)
+    with sqlite3.connect(run / "results.sqlite") as db:      # as written before devices were kept
+        db.execute("ALTER TABLE examples DROP COLUMN device")
+    before = (run / "results.sqlite").read_bytes()
+    res = CliRunner().invoke(main, ["report", str(run), "--no-figures"])
+    assert res.exit_code == 0 and "not recorded" in res.output, res.output
+    assert (run / "results.sqlite").read_bytes() == before          # not migrated by a reader
+
+
+def test_report_into_an_unwritable_folder_says_so_and_out_chooses_another(tmp_path, monkeypatch):
+    import os
+
+    run = _finished_run(tmp_path)
+    access = os.access
+    # as root, chmod does not stop writes: pretend the run folder (and all in it) is read-only
+    monkeypatch.setattr(os, "access", lambda p, mode: (False if os.fspath(p).startswith(str(run))
+                                                       and mode == os.W_OK else access(p, mode)))
+    res = CliRunner().invoke(main, ["report", str(run), "--no-figures"])
+    assert res.exit_code == 1 and f"{run} is not writable" in res.output, res.output
+    assert "-o/--out" in res.output and not (run / "report.csv").exists()
+    res = CliRunner().invoke(main, ["report", str(run), "--no-figures", "-o", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "report.csv").is_file() and not (run / "report.csv").exists()
+    res = CliRunner().invoke(main, ["explain", str(run), "-a", "fgm", "--figures", "0"])
+    assert res.exit_code == 1 and "is not writable" in res.output, res.output
+
+
+def _without_write_override() -> list[str]:
+    """A command prefix under which file permissions bind: nothing for a normal user; for root
+    (who writes anywhere) setpriv dropping the capabilities that override them."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_report_and_explain_work_on_a_really_read_only_run_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = _finished_run(tmp_path)
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    prefix = _without_write_override()
+    run.chmod(0o555)
+    try:
+        probe = subprocess.run([*prefix, "touch", str(run / "probe")], capture_output=True)
+        if probe.returncode == 0:
+            pytest.skip("cannot make a read-only folder here")
+        env = os.environ | {"OMP_NUM_THREADS": "1", "MPLCONFIGDIR": str(out / "mpl")}
+        cli = [*prefix, sys.executable, "-m", "strattack.cli"]
+        done = subprocess.run([*cli, "report", str(run), "-o", str(out)], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (out / "report.csv").is_file()
+        done = subprocess.run([*cli, "report", str(run)], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 1 and f"{run} is not writable" in done.stderr, done.stderr
+        done = subprocess.run([*cli, "explain", str(run), "-a", "fgm", "--figures", "0",
+                               "-o", str(out / "explain")], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        run.chmod(0o755)
+    assert sorted(p.name for p in run.iterdir()) == ["results.sqlite"]

@@ -3,9 +3,12 @@ the work is done by library functions."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import time
 import tomllib
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +190,34 @@ def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, 
     if len(set(labels)) != len(labels):
         raise click.UsageError(f"attack labels must be unique, got {labels}: give each a label")
     return specs
+
+
+@contextmanager
+def _store_errors(path: Path) -> Iterator[None]:
+    """A store that SQLite cannot read (not SQLite, truncated, corrupt) as a clear error naming
+    the file, not a sqlite3 traceback."""
+    from .evaluation.store import StoreError, store_error
+
+    try:
+        yield
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
+    except sqlite3.DatabaseError as err:
+        raise click.ClickException(str(store_error(path, err))) from err
+
+
+def _writable_folder(folder: Path, what: str) -> Path:
+    """``folder``, created if needed; a clear error before any work if it cannot be written
+    (e.g. a run folder copied read-only)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"cannot create {folder} for the {what} ({err.strerror}); "
+                                   "choose another folder with -o/--out") from err
+    if not os.access(folder, os.W_OK):
+        raise click.ClickException(f"{folder} is not writable, so the {what} cannot go there; "
+                                   "choose another folder with -o/--out")
+    return folder
 
 
 def _warn(text: str) -> None:
@@ -398,10 +429,11 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
                f"{shard[0]}/{shard[1]}; device {device_description(images.device)}; "
                f"store {out / store_name}")
     try:
-        with ResultStore(out / store_name, meta) as store, ExitStack() as stack:
+        with _store_errors(out / store_name), ResultStore(out / store_name, meta) as store, \
+                ExitStack() as stack:
             # A shard skips what an unsharded run in the same folder already finished (the
             # merge keeps both), so a single-process run can be split into shards midway.
-            earlier = ([stack.enter_context(ResultStore(out / STORE_NAME, meta))]
+            earlier = ([stack.enter_context(ResultStore(out / STORE_NAME, meta, read_only=True))]
                        if shard != (0, 1) and (out / STORE_NAME).exists() else [])
             summary = run_evaluation(model, images, data.labels, tasks, specs, store,
                                      batch_size=int(opt["batch_size"]), shard=shard,
@@ -428,12 +460,16 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
               help="Dataset folder, to show originals and adversarial examples in the figure.")
 @click.option("--ratio", "ratios", nargs=2, multiple=True, metavar="NUM DEN",
               help="Also print NUM's mean l0 and l2 over DEN's per case (attack labels), e.g. "
-              "--ratio StrAttack C&W-l2. Repeatable.")
+              "--ratio StrAttack 'C&W-l2'. Repeatable.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for report.csv, report.json, ratios.json and the figures "
+              "[default: RUN_DIR].")
 def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
-           data_root: Path | None, ratios: tuple[tuple[str, str], ...]) -> None:
+           data_root: Path | None, ratios: tuple[tuple[str, str], ...], out: Path | None) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
-    Prints Markdown and writes RUN_DIR/report.csv and report.json (+ PNG figures)."""
+    Prints Markdown and writes report.csv and report.json (+ PNG figures) into RUN_DIR or
+    --out. The store is only read (it may be in a read-only folder)."""
     from .evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_rows,
                                     report_rows, write_report)
     from .evaluation.store import ResultStore
@@ -445,12 +481,13 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
         hint = (f"; merge the shards first: strattack merge {run_dir} "
                 + " ".join(str(s) for s in shards)) if shards else ""
         raise click.ClickException(f"no store {path}{hint}")
-    with ResultStore(path) as store:
+    out = _writable_folder(out or run_dir, "report")
+    with _store_errors(path), ResultStore(path, read_only=True) as store:
         rows = report_rows(store, rank_by=rank_by)
         if not rows:
             raise click.ClickException(f"{path} has no finished examples yet")
         click.echo(markdown_table(rows, REPORT_COLUMNS))
-        written = write_report(rows, run_dir)
+        written = write_report(rows, out)
         if any(str(r["device"]).startswith("mixed") for r in rows):
             # s/ex is left out above where devices mix; give it per device instead.
             click.echo("\ncost per device (the attacks' examples ran on more than one):\n"
@@ -461,7 +498,7 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
             except ValueError as err:
                 raise click.ClickException(str(err)) from err
             click.echo("\n" + markdown_table(table, ("ratio", "case", "l0", "l2")))
-            ratio_path = run_dir / "ratios.json"
+            ratio_path = out / "ratios.json"
             ratio_path.write_text(json.dumps(
                 [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
                  for r in table], indent=1) + "\n")
@@ -470,13 +507,13 @@ def report(run_dir: Path, rank_by: str, figures: bool, examples: int,
             from .evaluation.stored import load_store_context
             from .viz.report_figures import plot_group_heatmaps, plot_l0_histogram
 
-            written.append(plot_l0_histogram(store, run_dir / "l0_histogram.png"))
+            written.append(plot_l0_histogram(store, out / "l0_histogram.png"))
             try:
                 context = load_store_context(store, data_root)
             except (FileNotFoundError, ValueError, ImportError) as err:
                 context = None
                 click.echo(f"note: heatmaps without the images ({err})")
-            written.append(plot_group_heatmaps(store, run_dir / "group_heatmaps.png", examples,
+            written.append(plot_group_heatmaps(store, out / "group_heatmaps.png", examples,
                                                context))
     click.echo(f"best/worst: easiest/hardest target by {rank_by}; norms are means over "
                "successful examples; passes/ex and s/ex over all examples")
@@ -492,7 +529,8 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
     from .evaluation.store import merge_stores
 
     try:
-        added = merge_stores(run_dir / STORE_NAME, shards)
+        with _store_errors(run_dir / STORE_NAME):
+            added = merge_stores(run_dir / STORE_NAME, shards)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if len(added) < len(shards):
@@ -513,7 +551,7 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
     path = run_dir / STORE_NAME
     if not path.is_file():
         raise click.ClickException(f"no store {path} (run `strattack eval ... -o {run_dir}`)")
-    with ResultStore(path) as store:
+    with _store_errors(path), ResultStore(path, read_only=True) as store:
         try:
             found = common_successes(store, list(attacks) or list(store_labels(store).values())[:2],
                                      num)
@@ -567,13 +605,13 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
     if run_dir is not None:
         model, data, rows, targets, deltas = _load_from_store(run_dir, attacks, data_root,
                                                               num_examples, device)
-        out = out or run_dir / "explain"
+        out = _writable_folder(out or run_dir / "explain", "explain figures")
     else:
         if dataset is None or image_index is None or target is None:
             raise click.UsageError("give RUN_DIR, or --dataset, --image and --target")
         model, data, rows, targets, deltas = _attack_one(dataset, bundled, model_spec, data_root,
                                                          image_index, target, device)
-        out = out or Path("explain")
+        out = _writable_folder(out or Path("explain"), "explain figures")
     x = data.images[rows].to(device)
     y = data.labels[rows].to(device)
     targets = targets.to(device)

@@ -15,6 +15,7 @@ over a CPU and a GPU means nothing. Stores written before this column have NULL 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExampleRecord", "ResultStore", "attack_key", "merge_stores"]
+__all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_stores",
+           "LOCATION_KEYS"]
 
 #: Columns of ``examples`` in table order (``device`` last: older stores gain it by ALTER TABLE).
 EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "l1", "l2", "linf",
@@ -33,6 +35,42 @@ EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "
                    "shape", "perturbation", "device")
 
 SCHEMA_VERSION = "1"
+
+#: ``meta`` entries that say where things were found, not what they are (e.g. the data folder):
+#: they may differ between runs and shards (another machine, a moved folder), so they are not
+#: compared when a store is reopened; the latest run's value is kept.
+LOCATION_KEYS = frozenset({"data_root"})
+
+_TABLES = {"meta", "attacks", "examples"}
+
+
+class StoreError(ValueError):
+    """A file that cannot serve as a result store: not SQLite, truncated, corrupt, or another
+    program's database."""
+
+
+def store_error(path: str | Path, err: BaseException) -> StoreError:
+    """The StoreError for ``path`` that SQLite refused with ``err``."""
+    return StoreError(f"{path} is not a readable strattack result store ({err}): it may be "
+                      "truncated, corrupt or another kind of file. Restore it from a copy, or "
+                      "run `strattack eval` into another output folder")
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write (``mode=ro``), so reading works in a read-only folder and
+    never migrates or otherwise touches a store that only a report looks at. Where SQLite cannot
+    create the WAL index next to it (a read-only folder), nobody can be writing the store, so it
+    is opened as immutable."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=60)
+    try:
+        db.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:
+        db.close()
+        if os.access(path.parent, os.W_OK):
+            raise
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    return db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,36 +134,79 @@ class ResultStore:
 
     ``meta`` records what the examples refer to (dataset, model, ...). Opening an existing
     store with different ``meta`` raises instead of silently mixing two evaluations.
+    ``read_only``: open an existing store without ever writing to it (reports, merges' sources,
+    a shard's view of the unsharded store); it works in a read-only folder.
+    A file that is not a usable store raises :class:`StoreError` naming it.
     """
 
-    def __init__(self, path: str | Path, meta: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: str | Path, meta: Mapping[str, str] | None = None, *,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(attacks)")}
-        if "label" not in columns:      # stores written before labels were kept
-            self._db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(examples)")}
-        if "device" not in columns:     # stores written before devices were kept
-            self._db.execute("ALTER TABLE examples ADD COLUMN device TEXT")
-        self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise FileNotFoundError(f"no store {self.path}")
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as err:
+            raise store_error(self.path, err) from err
+        try:
+            self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            db = _open_read_only(self.path)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if not _TABLES <= tables:
+                db.close()
+                raise sqlite3.DatabaseError(f"an SQLite file without the tables "
+                                            f"{sorted(_TABLES - tables)}")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(attacks)")}
+                if "label" not in columns:      # stores written before labels were kept
+                    db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
+                columns = {row[1] for row in db.execute("PRAGMA table_info(examples)")}
+                if "device" not in columns:     # stores written before devices were kept
+                    db.execute("ALTER TABLE examples ADD COLUMN device TEXT")
+            except BaseException:
+                db.close()
+                raise
+        # Read-only stores are not migrated: reads name only the columns this one has.
+        self._columns = {t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")}
+                         for t in ("attacks", "examples")}
+        return db
 
     def _check_meta(self, meta: Mapping[str, str]) -> None:
-        stored = self.meta()
-        clash = {k: (stored[k], v) for k, v in meta.items() if k in stored and stored[k] != str(v)}
+        try:
+            stored = self.meta()
+        except sqlite3.DatabaseError as err:
+            raise store_error(self.path, err) from err
+        clash = {k: (stored[k], v) for k, v in meta.items()
+                 if k in stored and stored[k] != str(v) and k not in LOCATION_KEYS}
         if clash:
             detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in clash.items())
             raise ValueError(f"{self.path} holds a different evaluation ({detail}); "
                              "use another output directory")
+        if self.read_only:
+            return
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                                 [(k, str(v)) for k, v in meta.items()])
+                                 [(k, str(v)) for k, v in meta.items() if k not in LOCATION_KEYS])
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, str(v)) for k, v in meta.items() if k in LOCATION_KEYS])
 
     def _transaction(self) -> "_Tx":
+        if self.read_only:
+            raise ValueError(f"{self.path} was opened read-only")
         return _Tx(self._db)
 
     def close(self) -> None:
@@ -148,6 +229,8 @@ class ResultStore:
 
     def labels(self) -> dict[str, str]:
         """attack key -> the label a run gave it (attacks without one are left out)."""
+        if "label" not in self._columns["attacks"]:       # an old store opened read-only
+            return {}
         rows = self._db.execute("SELECT key, label FROM attacks WHERE label IS NOT NULL")
         return dict(rows.fetchall())
 
@@ -164,8 +247,9 @@ class ResultStore:
 
     def records(self, key: str, with_perturbation: bool = False) -> Iterator[ExampleRecord]:
         """The finished examples of ``key`` ordered by (image, target)."""
+        device = "device" if "device" in self._columns["examples"] else "NULL"
         cols = ("image, target, true_label, success, l0, l1, l2, linf, groups, forward_passes, "
-                "backward_passes, seconds, batch_size, device, shape, "
+                f"backward_passes, seconds, batch_size, {device}, shape, "
                 + ("perturbation" if with_perturbation else "NULL"))
         rows = self._db.execute(f"SELECT {cols} FROM examples WHERE attack = ? "
                                 "ORDER BY image, target", (key,))
@@ -231,8 +315,8 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
         if src.resolve() in seen:
             continue
         seen.add(src.resolve())
-        with closing(sqlite3.connect(src)) as db:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        with ResultStore(src, read_only=True) as source:   # StoreError if it is none
+            meta = source.meta()
         with ResultStore(dest, meta) as out:
             out._db.execute("ATTACH DATABASE ? AS src", (str(src),))
             try:
@@ -251,6 +335,8 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                     out._db.execute(f"INSERT OR IGNORE INTO examples ({', '.join(EXAMPLE_COLUMNS)}) "
                                     f"SELECT {picked} FROM src.examples")
                     added[str(src)] = out._db.total_changes - before - n_attacks
+            except sqlite3.DatabaseError as err:     # e.g. a truncated shard: pages missing
+                raise store_error(src, err) from err
             finally:
                 out._db.execute("DETACH DATABASE src")
     return added
