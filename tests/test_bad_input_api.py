@@ -263,3 +263,68 @@ def test_parameter_checks_name_the_attack_and_the_expected_type():
         str_attack(model, x, y, targeted="no")
     with pytest.raises(ValueError, match=r"epsilon must be a finite number or None"):
         fgm(model, x, y, epsilon=math.nan)
+
+
+# --- inputs of any shape for the attacks without spatial groups (issue 13 §3) ----------------
+
+UNSTRUCTURED = [
+    (cw_l2, dict(binary_search_steps=5, max_iterations=150, initial_const=1.0), "l2", 1.25),
+    (admm_attack, dict(tau=0.0, refine=False, binary_search_steps=4, max_iterations=200), "l2",
+     1.25),
+    (ead, dict(binary_search_steps=5, max_iterations=150, initial_const=1.0), None, None),
+    (cw_linf, dict(max_iterations=100, initial_const=1.0, largest_const=8.0), "linf", 1.25),
+    (fgm, dict(norm="l2"), "l2", 1.01),
+    (ifgsm, dict(norm="linf", steps=5), "linf", 1.01),
+]
+
+
+@pytest.mark.parametrize("shape", [(8,), (4, 6), (5, 7, 7)], ids=["N,8", "N,4,6", "N,5,7,7"])
+@pytest.mark.parametrize("attack,kw,norm,factor", UNSTRUCTURED,
+                         ids=["cw_l2", "admm-tau0", "ead", "cw_linf", "fgm", "ifgsm"])
+def test_attacks_without_groups_take_any_shape_and_reach_the_linear_optimum(attack, kw, norm,
+                                                                            factor, shape):
+    """adv_lib's minimal-l2 tests use (8,), (4, 6) and (5, 7, 7) examples; a linear model gives
+    the optimum in closed form (see helpers.TwoClassLinear)."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(1, *shape, generator=g, dtype=torch.float64)
+    w /= w.norm()                        # optima of similar size whatever the dimension
+    x0 = torch.rand(3, *shape, generator=g, dtype=torch.float64) * 0.2 + 0.4
+    s = x0.flatten(1) @ w.flatten()
+    model = TwoClassLinear(w, -(s.max().item() + 0.2))
+    margin = -(s + model.b)
+    res = attack(model, x0, torch.ones(3, dtype=torch.long), targeted=True, **kw)
+    assert res.adv.shape == x0.shape and res.success.all()
+    if norm is not None:
+        optimum = margin / (w.norm() if norm == "l2" else w.abs().sum())
+        got = res.norms()[norm]
+        assert (got >= optimum - 1e-6).all() and (got <= factor * optimum).all(), got / optimum
+
+
+@pytest.mark.parametrize("attack", [str_attack, str_attack_linf])
+def test_structured_attacks_say_they_need_images(attack):
+    model = TwoClassLinear(torch.ones(1, 8), -5.0)
+    with pytest.raises(ValueError, match=r"needs images of shape \(N, C, H, W\)"):
+        attack(model, torch.rand(2, 8), torch.ones(2, dtype=torch.long), targeted=True,
+               epsilon=0.5)
+
+
+def test_a_batch_without_an_example_dimension_is_rejected():
+    model = TwoClassLinear(torch.ones(1), -5.0)
+    with pytest.raises(ValueError, match=r"shape \(N, \.\.\.\)"):
+        cw_l2(model, torch.rand(4), torch.ones(4, dtype=torch.long))
+
+
+def test_str_attack_lists_admm_attacks_keywords_with_the_same_defaults():
+    """help(), IDEs and the evaluation's parameter checks see every keyword (issue 13 §3)."""
+    import inspect
+
+    def keywords(fn):
+        return {n: (p.default, p.annotation) for n, p in inspect.signature(fn).parameters.items()
+                if p.kind == p.KEYWORD_ONLY}
+
+    admm, plain, linf = keywords(admm_attack), keywords(str_attack), keywords(str_attack_linf)
+    assert plain == admm
+    assert set(linf) == set(admm)
+    differ = {n for n in admm if linf[n] != admm[n]}
+    assert differ == {"epsilon", "refine_gamma"}
+    assert linf["refine_gamma"][0] == 0.0 and linf["epsilon"][0] is inspect.Parameter.empty

@@ -21,13 +21,18 @@ from torch import Tensor
 POSITIONAL = ("model", "inputs", "labels")
 
 
-def check_inputs(inputs: Tensor) -> None:
+def check_inputs(inputs: Tensor, images: bool = False) -> None:
+    """A float batch (N, ...) in [0, 1] without NaN; (N, C, H, W) when ``images`` (attacks with
+    spatial groups need them; the others take any per-example shape, as adv_lib's do)."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor in [0, 1], got dtype {inputs.dtype}")
-    if inputs.ndim != 4:
-        raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(inputs.shape)}")
+    if images and inputs.ndim != 4:
+        raise ValueError(f"inputs must be images of shape (N, C, H, W), got {tuple(inputs.shape)}")
+    if inputs.ndim < 2:
+        raise ValueError(f"inputs must be a batch of shape (N, ...) with a dimension per example "
+                         f"beyond N, got {tuple(inputs.shape)}; add one, e.g. inputs[:, None]")
     if inputs.shape[0] == 0:
         raise ValueError("inputs is an empty batch (N = 0)")
     if torch.isnan(inputs).any():

@@ -81,6 +81,10 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     for name, value in (("group_size", group_size), ("stride", stride)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if inputs.ndim != 4 and tau > 0:
+        raise ValueError(f"the group penalty (tau = {tau} > 0) needs images of shape (N, C, H, W), "
+                         f"got inputs of shape {tuple(inputs.shape)}; tau = 0 (no groups) takes "
+                         "any (N, ...)")
     if inputs.ndim == 4 and (group_size > min(inputs.shape[2:]) or stride > min(inputs.shape[2:])):
         raise ValueError(f"group size r={group_size} / stride S={stride} larger than the image "
                          f"({inputs.shape[2]}x{inputs.shape[3]})")
@@ -102,14 +106,16 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
                                      patience=patience, tol=tol) if refine else None
-    groups = GroupSpec.for_inputs(inputs, group_size, stride)  # also used without a group term:
-    # the pixels it leaves uncovered stay fixed whatever tau is, so tau = 0 is the same problem
+    # Images: the groups are also used without a group term: the pixels they leave uncovered
+    # stay fixed whatever tau is, so tau = 0 is the same problem. Other shapes (tau = 0): none.
+    groups = GroupSpec.for_inputs(inputs, group_size, stride) if inputs.ndim == 4 else None
     call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
     x0 = call.x0
     best = BestSoFar(x0, call.already)     # distance: l2; already adversarial: unchanged
     active = ~call.already
 
-    uncovered = groups.coverage(x0) == 0
+    uncovered = (groups.coverage(x0) == 0 if groups is not None
+                 else torch.zeros((1,) * x0.ndim, dtype=torch.bool, device=x0.device))
     lo, hi = feasible_bounds(x0, epsilon, uncovered)
     core = StructuredADMM(params, groups, lo, hi, overlap)
     iterations = constant_search(call, core, search, "admm", active=active, best=best).iterations

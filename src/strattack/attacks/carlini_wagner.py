@@ -149,7 +149,7 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     adam = BatchAdam(w, learning_rate)
 
     for _ in search.steps():
-        w = torch.where(search.todo.view(-1, 1, 1, 1), w_start, w)
+        w = torch.where(per_image(search.todo, w), w_start, w)
         adam.reset(search.todo.nonzero().squeeze(1))
 
         for it, idx, everyone in search.iterate():

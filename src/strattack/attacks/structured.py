@@ -7,20 +7,45 @@ of the best perturbation. It is one configuration of :func:`admm_attack`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from torch import Tensor
 
 from ..result import AttackResult
+from ..solver.admm import OverlapMode
+from ..solver.distortion import DistortionName
 from .admm_framework import admm_attack
 from .lifecycle import public_attack
 
 
 @public_attack
 def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
-               targeted: bool = False, group_size: int = 2, stride: int = 2, tau: float = 2.0,
-               **kwargs: Any) -> AttackResult:
-    """Structured (group-sparse) adversarial attack; see :func:`admm_attack` for every keyword.
+               targeted: bool = False,
+               epsilon: float | None = None,
+               confidence: float = 0.0,
+               group_size: int = 2,
+               stride: int = 2,
+               rho: float = 1.0,
+               gamma: float = 1.0,
+               tau: float = 2.0,
+               alpha: float = 5.0,
+               distortion: DistortionName = "l2",
+               beta: float = 1e-3,
+               overlap: OverlapMode = "exact",
+               initial_const: float = 0.5,
+               binary_search_steps: int = 5,
+               max_iterations: int = 200,
+               check_every: int = 5,
+               patience: int = 40,
+               tol: float = 1e-3,
+               refine: bool = True,
+               refine_quantile: float = 0.03,
+               refine_search_steps: int = 2,
+               refine_iterations: int = 100,
+               refine_gamma: float | None = None,
+               true_labels: Tensor | None = None) -> AttackResult:
+    """Structured (group-sparse) adversarial attack: :func:`admm_attack` with a group penalty
+    tau > 0 (every keyword is admm_attack's, with the same default and meaning).
 
     Defaults follow Appendix F: rho = 1, eta_1 = 5, tau = 2, gamma = 1, D = ||.||_2^2,
     refinement on the 3%-quantile support.
@@ -28,14 +53,36 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
     if not tau > 0:
         raise ValueError(f"StrAttack needs a group penalty tau > 0, got {tau}; "
                          "use admm_attack for tau = 0")
-    return admm_attack(model, inputs, labels, targeted=targeted, group_size=group_size,
-                       stride=stride, tau=tau, **kwargs)
+    return admm_attack(**locals())
 
 
 @public_attack
 def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
-                    epsilon: float, targeted: bool = False, **kwargs: Any) -> AttackResult:
+                    epsilon: float,
+                    targeted: bool = False,
+                    confidence: float = 0.0,
+                    group_size: int = 2,
+                    stride: int = 2,
+                    rho: float = 1.0,
+                    gamma: float = 1.0,
+                    tau: float = 2.0,
+                    alpha: float = 5.0,
+                    distortion: DistortionName = "l2",
+                    beta: float = 1e-3,
+                    overlap: OverlapMode = "exact",
+                    initial_const: float = 0.5,
+                    binary_search_steps: int = 5,
+                    max_iterations: int = 200,
+                    check_every: int = 5,
+                    patience: int = 40,
+                    tol: float = 1e-3,
+                    refine: bool = True,
+                    refine_quantile: float = 0.03,
+                    refine_search_steps: int = 2,
+                    refine_iterations: int = 100,
+                    refine_gamma: float | None = 0.0,
+                    true_labels: Tensor | None = None) -> AttackResult:
     """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,
-    Table 2). Success means fooling the model within the budget."""
-    kwargs.setdefault("refine_gamma", 0.0)
-    return str_attack(model, inputs, labels, targeted=targeted, epsilon=epsilon, **kwargs)
+    Table 2; ``refine_gamma=0``). Success means fooling the model within the budget. Every
+    other keyword is :func:`str_attack`'s."""
+    return str_attack(**locals())
