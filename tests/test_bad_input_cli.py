@@ -429,3 +429,64 @@ def test_report_and_explain_work_on_a_really_read_only_run_folder(tmp_path):
     finally:
         run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == ["results.sqlite"]
+
+
+# ------------------------------------------------------------------ 5. the store remembers its data
+def _mnist_root(folder):
+    """An MNIST root whose test split is the 100 bundled images (test-set indices 0..99)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from strattack.data import load_samples
+
+    images, labels, ids = load_samples("mnist")
+    assert ids.tolist() == list(range(100))
+    pixels = (images.numpy() * 255).round().astype(np.uint8).reshape(-1, 28, 28)
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, len(pixels), 28, 28) + pixels.tobytes())
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, len(labels)) + labels.numpy().astype(np.uint8).tobytes())
+    return folder
+
+
+def test_report_and_explain_find_the_data_eval_used(tmp_path, monkeypatch):
+    _mnist_root(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.delenv("STRATTACK_DATA", raising=False)
+    res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--data-root", "data",
+                                    "--indices", "0,1,2,3", "--targets", "all", "-a", "fgm",
+                                    "-a", "ifgsm", "--set", "ifgsm.steps=3", "--no-progress",
+                                    "-o", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    with ResultStore(tmp_path / "run" / "results.sqlite", read_only=True) as store:
+        assert store.meta()["data_root"] == str(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path)                  # elsewhere: ./data is not there
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert res.exit_code == 0 and "heatmaps without the images" not in res.output, res.output
+    res = CliRunner().invoke(main, ["explain", str(tmp_path / "run"), "-a", "fgm", "-a", "ifgsm",
+                                    "--figures", "0"])
+    assert res.exit_code == 0, res.output
+    # --data-root overrides the recorded folder
+    res = CliRunner().invoke(main, ["explain", str(tmp_path / "run"), "--figures", "0",
+                                    "--data-root", str(tmp_path / "nothing")])
+    assert res.exit_code == 1 and str(tmp_path / "nothing") in res.output, res.output
+    # a moved data folder: say where it was looked for and what to do
+    (tmp_path / "work" / "data").rename(tmp_path / "moved")
+    res = CliRunner().invoke(main, ["explain", str(tmp_path / "run"), "--figures", "0"])
+    assert res.exit_code == 1 and "give --data-root where it is now" in res.output, res.output
+
+
+def test_a_new_data_location_does_not_block_resuming(tmp_path, monkeypatch):
+    root = _mnist_root(tmp_path / "data")
+    base = ["eval", "--dataset", "mnist", "--indices", "0,1", "--targets", "next", "-a", "fgm",
+            "--no-progress", "-o", str(tmp_path / "run")]
+    res = CliRunner().invoke(main, [*base, "--data-root", str(root)])
+    assert res.exit_code == 0, res.output
+    root.rename(tmp_path / "elsewhere")
+    res = CliRunner().invoke(main, [*base, "--data-root", str(tmp_path / "elsewhere")])
+    assert res.exit_code == 0 and "2 already done" in res.output, res.output
+    with ResultStore(tmp_path / "run" / "results.sqlite", read_only=True) as store:
+        assert store.meta()["data_root"] == str(tmp_path / "elsewhere")

@@ -324,6 +324,7 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
             -a str_attack -a cw_l2 -o runs/mnist
     """
+    from .data import default_data_root
     from .data.evaluation_data import drop_misclassified, first_correct, load_evaluation_data
     from .evaluation.runner import device_description, run_evaluation
     from .evaluation.store import ResultStore
@@ -424,6 +425,9 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     meta = {"dataset": dataset if dataset in ("mnist", "cifar10") else str(Path(dataset).resolve()),
             "bundled": str(bool(opt["bundled"])), "model": str(model_spec),
             "weights": str(opt.get("weights")), "group_size": str(data.group_size)}
+    if dataset in ("mnist", "cifar10") and not opt["bundled"]:
+        # Where the images were (absolute): report and explain read them back from there.
+        meta["data_root"] = str(Path(opt.get("data_root") or default_data_root()).resolve())
     click.echo(f"{data.name}: {len(chosen_ids)} images x targets={opt['targets']} -> {len(tasks)} "
                f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
                f"{shard[0]}/{shard[1]}; device {device_description(images.device)}; "
@@ -457,7 +461,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
 @click.option("--examples", type=click.IntRange(0), default=4, show_default=True,
               help="Examples per attack in the heatmap figure.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Dataset folder, to show originals and adversarial examples in the figure.")
+              help="Dataset folder, to show originals and adversarial examples in the figure "
+              "[default: the one eval recorded in the store].")
 @click.option("--ratio", "ratios", nargs=2, multiple=True, metavar="NUM DEN",
               help="Also print NUM's mean l0 and l2 over DEN's per case (attack labels), e.g. "
               "--ratio StrAttack 'C&W-l2'. Repeatable.")
@@ -577,7 +582,9 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
 @click.option("--image", "image_index", type=int, default=None,
               help="Without RUN_DIR: index of the image to attack with StrAttack and C&W-l2.")
 @click.option("--target", type=int, default=None, help="Without RUN_DIR: target class.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder [default: with RUN_DIR, the one eval recorded in the store; "
+              "else $STRATTACK_DATA or ./data].")
 @click.option("--figures", "num_figures", type=click.IntRange(0), default=3, show_default=True,
               help="Examples drawn as Fig. 3(b) / Fig. 4 panels.")
 @click.option("--mask-percentile", type=click.FloatRange(0, 100), default=90, show_default=True,

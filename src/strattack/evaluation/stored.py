@@ -56,11 +56,19 @@ def common_successes(store: ResultStore, labels: Sequence[str] | None = None,
 def load_store_context(store: ResultStore, data_root: str | Path | None = None,
                        device: str | torch.device = "cpu") -> tuple[nn.Module, EvaluationData]:
     """The model and the evaluation images a store was made with (per its ``meta``): only the
-    images that have stored examples."""
+    images that have stored examples. ``data_root`` (default: the data folder `strattack eval`
+    recorded in the store) is where the dataset files are."""
     meta = store.meta()
     # Only the images the store refers to (an image folder then decodes just those files).
     ids = sorted({i for key in store.attacks() for i, _ in store.done(key)})
-    data = load_evaluation_data(meta["dataset"], data_root, meta.get("bundled") == "True",
-                                ids=ids)
+    recorded = meta.get("data_root")
+    try:
+        data = load_evaluation_data(meta["dataset"], data_root if data_root is not None else recorded,
+                                    meta.get("bundled") == "True", ids=ids)
+    except FileNotFoundError as err:
+        if data_root is not None or recorded is None:
+            raise
+        raise FileNotFoundError(f"{err} (that is where the evaluation found its data; give "
+                                "--data-root where it is now)") from err
     weights = None if meta.get("weights") in (None, "None") else meta["weights"]
     return load_model(meta["model"], weights, device=device), data
