@@ -490,3 +490,15 @@ def test_a_new_data_location_does_not_block_resuming(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "2 already done" in res.output, res.output
     with ResultStore(tmp_path / "run" / "results.sqlite", read_only=True) as store:
         assert store.meta()["data_root"] == str(tmp_path / "elsewhere")
+
+
+# ------------------------------------------------------------------ 6. --bundled alone
+def test_bundled_alone_means_the_bundled_mnist_images(tmp_path):
+    res = _eval(tmp_path, "--bundled", "-n", "1", "--targets", "next", "-a", "fgm")
+    assert res.exit_code == 0 and res.output.startswith("mnist: 1 images"), res.output
+    with ResultStore(tmp_path / "out" / "results.sqlite", read_only=True) as store:
+        assert store.meta()["dataset"] == "mnist" and store.meta()["bundled"] == "True"
+    res = _eval(tmp_path, "-n", "1", "-a", "fgm", out="none")
+    assert res.exit_code == 2 and "with --bundled it defaults to mnist" in res.output
+    res = CliRunner().invoke(main, ["eval", "--help"])
+    assert "--dataset defaults to mnist" in " ".join(res.output.split())

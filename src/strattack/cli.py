@@ -281,11 +281,13 @@ def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
               default=None, help="TOML file with any of the options below and [[attack]] tables; "
               "command-line options override it.")
 @click.option("--dataset", default=None,
-              help="mnist, cifar10 (exact test images 0..845) or an image folder with labels.csv.")
+              help="mnist, cifar10 (exact test images 0..845) or an image folder with labels.csv "
+              "[default with --bundled: mnist].")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data).")
 @click.option("--bundled", is_flag=True, default=None,
-              help="Use the 100 test images shipped with the package (no dataset needed).")
+              help="Use the 100 test images shipped with the package (no dataset files needed; "
+              "--dataset defaults to mnist).")
 @click.option("--download", is_flag=True, default=None,
               help="Fetch missing MNIST / CIFAR-10 files into --data-root first (needs internet).")
 @click.option("--model", "model_spec", default=None,
@@ -353,7 +355,10 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
     except click.BadParameter as err:
         raise click.UsageError(f"device: {err.message}") from err
     if opt.get("dataset") is None:
-        raise click.UsageError("--dataset is required (or dataset = ... in --config)")
+        if not opt["bundled"]:
+            raise click.UsageError("--dataset is required (or dataset = ... in --config; with "
+                                   "--bundled it defaults to mnist)")
+        opt["dataset"] = "mnist"
     if opt["out"] is None:
         raise click.UsageError("-o/--out is required (or out = ... in --config)")
     specs = _attack_specs(config_attacks, tuple(opt.get("attacks", ())),
@@ -577,7 +582,8 @@ def _load_from_store(run_dir: Path, attacks: tuple[str, ...], data_root: Path | 
 @click.option("-n", "--num-examples", type=click.IntRange(1), default=100, show_default=True,
               help="Examples (adversarial under every attack) to measure.")
 @click.option("--dataset", default=None, help="Without RUN_DIR: mnist, cifar10 or an image folder.")
-@click.option("--bundled", is_flag=True, help="Without RUN_DIR: use the shipped test images.")
+@click.option("--bundled", is_flag=True,
+              help="Without RUN_DIR: use the shipped test images (--dataset defaults to mnist).")
 @click.option("--model", "model_spec", default=None, help="Without RUN_DIR: model (as in eval).")
 @click.option("--image", "image_index", type=int, default=None,
               help="Without RUN_DIR: index of the image to attack with StrAttack and C&W-l2.")
@@ -614,6 +620,7 @@ def explain(run_dir: Path | None, attacks: tuple[str, ...], num_examples: int,
                                                               num_examples, device)
         out = _writable_folder(out or run_dir / "explain", "explain figures")
     else:
+        dataset = dataset or ("mnist" if bundled else None)
         if dataset is None or image_index is None or target is None:
             raise click.UsageError("give RUN_DIR, or --dataset, --image and --target")
         model, data, rows, targets, deltas = _attack_one(dataset, bundled, model_spec, data_root,
