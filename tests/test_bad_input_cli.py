@@ -502,3 +502,32 @@ def test_bundled_alone_means_the_bundled_mnist_images(tmp_path):
     assert res.exit_code == 2 and "with --bundled it defaults to mnist" in res.output
     res = CliRunner().invoke(main, ["eval", "--help"])
     assert "--dataset defaults to mnist" in " ".join(res.output.split())
+
+
+# ------------------------------------------------------------------ 7. Python 3.10: tomli
+def test_without_tomllib_config_files_are_read_with_tomli(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    pytest.importorskip("tomli", reason="tomli is in the test extra: pip install -e '.[test]'")
+    import strattack.cli as cli
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)     # as on Python 3.10: no tomllib
+    try:
+        reloaded = importlib.reload(cli)
+        assert reloaded.tomllib.__name__ == "tomli"
+        config = tmp_path / "c.toml"
+        config.write_text('dataset = "mnist"\nbundled = true\n[[attack]]\nname = "fgm"\n'
+                          'grid_steps = 2.5\n')
+        res = CliRunner().invoke(reloaded.main, ["eval", "--config", str(config), "-o",
+                                                 str(tmp_path / "out")])
+        assert res.exit_code == 2 and "grid_steps must be an integer, got 2.5" in res.output
+        config.write_text("dataset = \n")
+        res = CliRunner().invoke(reloaded.main, ["eval", "--config", str(config), "-o",
+                                                 str(tmp_path / "out")])
+        assert res.exit_code == 2 and f"{config}:" in res.output, res.output    # TOMLDecodeError
+        assert reloaded._parse_value("[1, 2]") == [1, 2] and reloaded._parse_value("x") == "x"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(cli)
+    assert cli.tomllib.__name__ == "tomllib"

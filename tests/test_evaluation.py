@@ -432,9 +432,7 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
 @pytest.mark.parametrize("config", sorted((TESTS.parent / "configs").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_are_valid(config):
-    import tomllib
-
-    from strattack.cli import _attack_specs
+    from strattack.cli import _attack_specs, tomllib     # tomli before Python 3.11
 
     data = tomllib.loads(config.read_text())
     specs = _attack_specs(data.pop("attack"), (), ())

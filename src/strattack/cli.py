@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -14,6 +13,11 @@ from typing import Any
 
 import click
 import torch
+
+try:                    # the standard library from Python 3.11; requires-python is >= 3.10
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
 
 DATASET_CHOICE = click.Choice(["mnist", "cifar10"])
 
