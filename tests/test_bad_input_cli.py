@@ -72,7 +72,8 @@ def test_bad_index_and_target_lists_are_usage_errors(tmp_path, option, value, me
 
 def test_index_and_target_lists_from_a_config_file_are_checked_too(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 0]\n[[attack]]\nname = "fgm"\n')
+    config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 0]\n'
+                      '[[attack]]\nname = "fgm"\n')
     res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and "--indices: 0 given more than once" in res.output, res.output
     config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 1]\ntargets = [3, 5]\n'
@@ -152,8 +153,8 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr(loading, "load_model", refuse)
 
 
-@pytest.mark.parametrize("setting", ["str_attack.max_iterations=abc", "str_attack.max_iterations=20.5",
-                                     "str_attack.refine=1"])
+@pytest.mark.parametrize("setting", ["str_attack.max_iterations=abc",
+                                     "str_attack.max_iterations=20.5", "str_attack.refine=1"])
 def test_a_wrongly_typed_set_is_refused_before_anything_loads(tmp_path, no_model_loading, setting):
     res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "-n", "1", "-a", "str_attack",
                 "--set", setting)
@@ -258,7 +259,7 @@ def test_weights_are_recognised_by_content_not_by_suffix(tmp_path):
 
     state = rgb_model.build().state_dict()
     save_file(state, str(tmp_path / "w.pt"))                      # safetensors named .pt
-    torch.save(state, tmp_path / "w.safetensors")                 # a torch pickle named .safetensors
+    torch.save(state, tmp_path / "w.safetensors")        # a torch pickle named .safetensors
     for name in ("w.pt", "w.safetensors"):
         loaded = read_state_dict(tmp_path / name)
         assert all(torch.equal(loaded[k], v) for k, v in state.items())
@@ -378,7 +379,8 @@ def test_report_into_an_unwritable_folder_says_so_and_out_chooses_another(tmp_pa
     res = CliRunner().invoke(main, ["report", str(run), "--no-figures"])
     assert res.exit_code == 1 and f"{run} is not writable" in res.output, res.output
     assert "-o/--out" in res.output and not (run / "report.csv").exists()
-    res = CliRunner().invoke(main, ["report", str(run), "--no-figures", "-o", str(tmp_path / "rep")])
+    res = CliRunner().invoke(main, ["report", str(run), "--no-figures",
+                                    "-o", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "rep" / "report.csv").is_file() and not (run / "report.csv").exists()
     res = CliRunner().invoke(main, ["explain", str(run), "-a", "fgm", "--figures", "0"])

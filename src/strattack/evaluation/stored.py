@@ -63,8 +63,8 @@ def load_store_context(store: ResultStore, data_root: str | Path | None = None,
     ids = sorted({i for key in store.attacks() for i, _ in store.done(key)})
     recorded = meta.get("data_root")
     try:
-        data = load_evaluation_data(meta["dataset"], data_root if data_root is not None else recorded,
-                                    meta.get("bundled") == "True", ids=ids)
+        root = data_root if data_root is not None else recorded
+        data = load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True", ids=ids)
     except FileNotFoundError as err:
         if data_root is not None or recorded is None:
             raise

@@ -17,7 +17,8 @@ __all__ = ["load_model", "read_state_dict"]
 
 #: What a user's weights file may be, for error messages.
 EXPECTED_WEIGHTS = ("expected a .safetensors file or a PyTorch state dict saved with "
-                    "torch.save(model.state_dict(), path) (read with torch.load(weights_only=True))")
+                    "torch.save(model.state_dict(), path) "
+                    "(read with torch.load(weights_only=True))")
 
 
 def load_model(spec: str, weights: str | Path | None = None,
@@ -78,10 +79,11 @@ def _file_kind(path: Path) -> str:
 
 
 def read_state_dict(weights: str | Path) -> dict[str, Tensor]:
-    """The state dict in ``weights``, a safetensors file or a ``torch.save``\ d state dict, told
-    apart by content (not by suffix). Anything else (a whole pickled model, arbitrary pickles,
-    text, a truncated file) is a ValueError naming the file, what it seems to be and what is
-    expected. Pickles are only ever read with ``weights_only=True``: they can run code."""
+    """The state dict in ``weights``: a safetensors file or a state dict saved with
+    ``torch.save``, told apart by content (not by suffix). Anything else (a whole pickled model,
+    arbitrary pickles, text, a truncated file) is a ValueError naming the file, what it seems to
+    be and what is expected. Pickles are only ever read with ``weights_only=True``: they can run
+    code."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
