@@ -39,6 +39,15 @@ def record(image, target, success=True, l2=1.0, l0=10.0, shape=(1, 2, 2), seed=0
     return ExampleRecord(**(fields | kw))
 
 
+def test_a_nan_metric_comes_back_as_nan(tmp_path):
+    """SQLite keeps NaN as NULL; groups is NaN for an example run without a group size."""
+    with ResultStore(tmp_path / "s.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("fgm", {})
+        store.write(key, [record(0, 1, groups=float("nan"), l2=float("nan"))])
+        back = list(store.records(key))
+    assert math.isnan(back[0].groups) and math.isnan(back[0].l2) and back[0].l0 == 10.0
+
+
 # ------------------------------------------------------------------ store
 def test_store_roundtrip_and_idempotent_writes(tmp_path):
     with ResultStore(tmp_path / "s.sqlite", {"dataset": "mnist"}) as store:

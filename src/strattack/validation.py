@@ -179,17 +179,20 @@ def _matches(value: Any, hint: Any) -> bool | None:
     return None
 
 
-def check_parameters(fn: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, Any]:
-    """ValueError naming the first keyword argument that does not fit ``fn``'s annotation;
-    returns the arguments with numpy scalars made plain Python numbers (np.int64(3) -> 3)."""
+def check_parameters(fn: Callable[..., Any], arguments: dict[str, Any],
+                     display: str | None = None) -> dict[str, Any]:
+    """ValueError naming the first keyword argument that does not fit ``fn``'s annotation
+    (``display``: the name to give, default fn's); returns the arguments with numpy scalars made
+    plain Python numbers (np.int64(3) -> 3). Used by every attack call and by the evaluation's
+    attack configurations, before anything loads."""
     hints = typing.get_type_hints(fn)
     plain = dict(arguments)
     for name, value in arguments.items():
         if name in POSITIONAL or name not in hints:
             continue
         if _matches(value, hints[name]) is False:
-            raise ValueError(f"{fn.__name__}: {name} must be {_expected(hints[name])}, "
-                             f"got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{display or fn.__name__}: {name} must be "
+                             f"{_expected(hints[name])}, got {value!r} ({type(value).__name__})")
         plain[name] = _plain(value)
     return plain
 

@@ -24,9 +24,9 @@ from torch import Tensor
 from .. import attacks
 from ..progress import report_passes
 from ..result import AttackResult
+from ..validation import check_parameters
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
-from .params import check_parameters
 from .store import ExampleRecord, ResultStore
 from .tasks import UNTARGETED, in_shard
 
@@ -64,14 +64,20 @@ class AttackSpec:
         reserved = _SET_BY_EVALUATION & set(self.params)
         if reserved:
             raise ValueError(f"{sorted(reserved)} are set by the evaluation, not as parameters")
-        accepted = _keyword_parameters(ATTACKS[self.name])
+        fn = ATTACKS[self.name]
+        accepted = _keyword_parameters(fn)
         unknown = sorted(set(self.params) - accepted)
         if unknown:
             raise ValueError(f"{self.display}: unknown parameters {unknown} for {self.name}; "
-                             f"it accepts {sorted(accepted - {'targeted', 'true_labels'})}")
-        # Types too, here: before any model or data loads and before a store records it.
-        check_parameters(self.display, ATTACKS[self.name], self.params,
-                         forward_to=attacks.admm_attack, set_elsewhere=_SET_BY_EVALUATION)
+                             f"it accepts {sorted(accepted - _SET_BY_EVALUATION)}")
+        # Types too, here, the attacks' own check: before any model or data loads and before
+        # a store records the configuration.
+        check_parameters(fn, dict(self.params), self.display)
+        missing = sorted(_required_parameters(fn) - set(self.params) - _SET_BY_EVALUATION)
+        if missing:
+            raise ValueError(f"{self.display}: {', '.join(missing)} must be given, e.g. --set "
+                             f"{self.display}.{missing[0]}=VALUE or {missing[0]} = ... in its "
+                             "[[attack]] table")
 
     @property
     def display(self) -> str:
@@ -79,12 +85,13 @@ class AttackSpec:
 
 
 def _keyword_parameters(fn: Callable[..., AttackResult]) -> set[str]:
-    """Keyword parameters of an attack; StrAttack's ``**kwargs`` go to :func:`admm_attack`."""
-    params = inspect.signature(fn).parameters
-    names = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        names |= _keyword_parameters(attacks.admm_attack)
-    return names
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
+def _required_parameters(fn: Callable[..., AttackResult]) -> set[str]:
+    """Keyword-only parameters without a default (e.g. ``epsilon`` of ``str_attack_linf``)."""
+    return {n for n, p in inspect.signature(fn).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and p.default is p.empty}
 
 
 @dataclass

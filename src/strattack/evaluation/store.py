@@ -15,6 +15,7 @@ over a CPU and a GPU means nothing. Stores written before this column have NULL 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import zlib
@@ -118,6 +119,11 @@ class ExampleRecord:
     batch_size: int
     perturbation: np.ndarray
     device: str | None = None      # where it ran; None in stores that did not record it
+
+
+def _real(value: float | None) -> float:
+    """SQLite stores a NaN (e.g. ``groups`` without a group size) as NULL: read it back as NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _pack(delta: np.ndarray) -> tuple[str, bytes]:
@@ -256,8 +262,8 @@ class ResultStore:
         for *vals, device, shape, blob in rows:
             delta = _unpack(shape, blob) if with_perturbation else np.empty(0, np.float32)
             yield ExampleRecord(int(vals[0]), int(vals[1]), int(vals[2]), bool(vals[3]),
-                                *map(float, vals[4:9]), int(vals[9]), int(vals[10]),
-                                float(vals[11]), int(vals[12]), delta, device)
+                                *map(_real, vals[4:9]), int(vals[9]), int(vals[10]),
+                                _real(vals[11]), int(vals[12]), delta, device)
 
     # ---------------------------------------------------------------- writing
     def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None) -> str:
