@@ -44,7 +44,8 @@ def test_only_misclassified_indices_is_an_error(tmp_path):
 
 
 def test_drop_misclassified_library_function():
-    from strattack.data.evaluation_data import drop_misclassified, load_evaluation_data
+    from strattack.data.evaluation_data import load_evaluation_data
+    from strattack.evaluation.selection import drop_misclassified
     from strattack.models import load_pretrained
 
     data = load_evaluation_data("cifar10", bundled=True, ids=[24, 0, 32, 1])

@@ -558,7 +558,8 @@ def test_first_correct_decodes_an_image_folder_only_as_far_as_needed(tmp_path, m
     from PIL import Image
 
     from strattack.data import image_folder
-    from strattack.data.evaluation_data import first_correct, load_evaluation_data
+    from strattack.data.evaluation_data import load_evaluation_data
+    from strattack.evaluation.selection import first_correct
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -331,7 +331,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             -a str_attack -a cw_l2 -o runs/mnist
     """
     from .data import default_data_root
-    from .data.evaluation_data import drop_misclassified, first_correct, load_evaluation_data
+    from .data.evaluation_data import load_evaluation_data
+    from .evaluation.selection import drop_misclassified, first_correct
     from .evaluation.runner import device_description, run_evaluation
     from .evaluation.store import ResultStore
     from .evaluation.tasks import make_tasks, parse_shard, true_class_targets

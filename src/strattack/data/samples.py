@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .registry import NAMED_DATASETS
+
 __all__ = ["load_samples", "SAMPLE_DATASETS", "samples_path"]
 
-SAMPLE_DATASETS: tuple[str, ...] = ("mnist", "cifar10")
+SAMPLE_DATASETS: tuple[str, ...] = NAMED_DATASETS    # every named dataset ships samples
 _SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 

@@ -2,33 +2,15 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
-__all__ = ["UNTARGETED", "correctly_classified", "make_tasks", "in_shard", "parse_shard",
+__all__ = ["UNTARGETED", "make_tasks", "in_shard", "parse_shard",
            "true_class_targets"]
 
 #: Target value stored for untargeted examples.
 UNTARGETED = -1
-
-
-@torch.no_grad()
-def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
-                         limit: int | None = None, batch_size: int = 256) -> list[int]:
-    """Indices (in order) of the first ``limit`` inputs the model classifies correctly.
-
-    Scans in batches and stops as soon as enough are found, so choosing 100 images of a large
-    dataset costs about 100 forward passes, not one per dataset image."""
-    found: list[int] = []
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        ok = model(batch).argmax(1).cpu() == labels[start : start + batch_size].cpu()
-        found += (ok.nonzero().squeeze(1) + start).tolist()
-        if limit is not None and len(found) >= limit:
-            return found[:limit]
-    return found
 
 
 def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequence[int],

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .nets import CIFAR10Net, MNISTNet, Normalized
+from ..data.registry import NAMED_DATASETS
 
 __all__ = [
     "load_pretrained",
@@ -37,7 +38,7 @@ __all__ = [
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: Architectures trained on the small datasets (weights as ``.safetensors`` in ``_WEIGHTS_DIR``).
-_DATASETS: tuple[str, ...] = ("mnist", "cifar10")
+_DATASETS: tuple[str, ...] = NAMED_DATASETS
 
 #: Named pretrained models with ``.safetensors`` weights in ``_WEIGHTS_DIR``: name -> architecture.
 #: Further ``<dataset>_<tag>.safetensors`` files found there are accepted too (see ``_architecture``).

@@ -31,13 +31,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..data import load_cifar10, load_mnist
+from ..data.registry import CIFAR10_EXACT_TEST
 from .pretrained import build_model
 
 __all__ = ["TrainConfig", "CONFIGS", "AdversarialTraining", "pgd_linf", "train", "evaluate", "main"]
 
-#: First CIFAR-10 test images that are bit-identical with the official release
-#: in the shared benchmark data (the rest were decoded from JPEG copies).
-CIFAR10_EXACT_TEST = 846
 
 
 @dataclass(frozen=True)

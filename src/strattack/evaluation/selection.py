@@ -1,0 +1,73 @@
+"""Which images an evaluation attacks: those the model classifies correctly (the paper attacks
+only those; an attack on a misclassified image "succeeds" for free)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..data.evaluation_data import EvaluationData, load_evaluation_data
+from ..data.image_folder import read_labels
+from ..data.registry import DATASETS
+
+__all__ = ["correctly_classified", "first_correct", "drop_misclassified"]
+
+
+@torch.no_grad()
+def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
+                         limit: int | None = None, batch_size: int = 256) -> list[int]:
+    """Indices (in order) of the first ``limit`` inputs the model classifies correctly.
+
+    Scans in batches and stops as soon as enough are found, so choosing 100 images of a large
+    dataset costs about 100 forward passes, not one per dataset image."""
+    found: list[int] = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        ok = model(batch).argmax(1).cpu() == labels[start : start + batch_size].cpu()
+        found += (ok.nonzero().squeeze(1) + start).tolist()
+        if limit is not None and len(found) >= limit:
+            return found[:limit]
+    return found
+
+
+def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | None,
+                  data_root: str | Path | None = None, bundled: bool = False,
+                  download: bool = False, chunk: int = 64,
+                  device: str | torch.device = "cpu") -> EvaluationData:
+    """The first ``limit`` images of ``dataset`` that ``model`` classifies correctly (all of
+    them for ``None``). An image folder is decoded ``chunk`` images at a time and only as far
+    as needed; a named dataset is loaded whole (it is already in memory-friendly arrays)."""
+    if dataset in DATASETS or bundled or limit is None:
+        data = load_evaluation_data(dataset, data_root, bundled, download)
+        rows = correctly_classified(model, data.images.to(device), data.labels, limit)
+        return data.subset(torch.tensor(rows, dtype=torch.long))
+
+    size = len(read_labels(dataset)[0])
+    parts: list[EvaluationData] = []
+    found = 0
+    for start in range(0, size, chunk):
+        part = load_evaluation_data(dataset, ids=range(start, min(start + chunk, size)))
+        rows = correctly_classified(model, part.images.to(device), part.labels, limit - found)
+        parts.append(part.subset(torch.tensor(rows, dtype=torch.long)))
+        found += len(rows)
+        if found >= limit:
+            break
+    first = parts[0]
+    return EvaluationData(first.name, torch.cat([p.images for p in parts]),
+                          torch.cat([p.labels for p in parts]), torch.cat([p.ids for p in parts]),
+                          first.class_names, first.group_size)
+
+
+def drop_misclassified(model: Callable[[Tensor], Tensor], data: EvaluationData,
+                       device: str | torch.device = "cpu") -> tuple[EvaluationData, list[int]]:
+    """``data`` without the images ``model`` already misclassifies, and the ids of those.
+
+    An attack on a misclassified image "succeeds" with a zero perturbation (untargeted) or
+    measures something else than the paper's tables (targeted), so such images must not enter
+    the statistics: the paper attacks correctly classified images only."""
+    rows = correctly_classified(model, data.images.to(device), data.labels)
+    kept = set(rows)
+    dropped = [int(data.ids[r]) for r in range(len(data.ids)) if r not in kept]
+    return data.subset(torch.tensor(rows, dtype=torch.long)), dropped
