@@ -76,7 +76,7 @@ def test_index_and_target_lists_from_a_config_file_are_checked_too(tmp_path):
     config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 0]\n'
                       '[[attack]]\nname = "fgm"\n')
     res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 2 and "--indices: 0 given more than once" in res.output, res.output
+    assert res.exit_code == 2 and "c.toml: indices: 0 given more than once" in res.output, res.output
     config.write_text('dataset = "mnist"\nbundled = true\nindices = [0, 1]\ntargets = [3, 5]\n'
                       '[[attack]]\nname = "fgm"\n')
     res = CliRunner().invoke(main, ["eval", "--config", str(config), "--no-progress",
@@ -513,24 +513,79 @@ def test_without_tomllib_config_files_are_read_with_tomli(tmp_path, monkeypatch)
     import sys
 
     pytest.importorskip("tomli", reason="tomli is in the test extra: pip install -e '.[test]'")
-    import strattack.cli as cli
+    import strattack.evaluation.config as config_module
 
     monkeypatch.setitem(sys.modules, "tomllib", None)     # as on Python 3.10: no tomllib
     try:
-        reloaded = importlib.reload(cli)
+        reloaded = importlib.reload(config_module)
         assert reloaded.tomllib.__name__ == "tomli"
         config = tmp_path / "c.toml"
         config.write_text('dataset = "mnist"\nbundled = true\n[[attack]]\nname = "fgm"\n'
                           'grid_steps = 2.5\n')
-        res = CliRunner().invoke(reloaded.main, ["eval", "--config", str(config), "-o",
-                                                 str(tmp_path / "out")])
+        res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o",
+                                        str(tmp_path / "out")])
         assert res.exit_code == 2 and "grid_steps must be an integer, got 2.5" in res.output
         config.write_text("dataset = \n")
-        res = CliRunner().invoke(reloaded.main, ["eval", "--config", str(config), "-o",
-                                                 str(tmp_path / "out")])
+        res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o",
+                                        str(tmp_path / "out")])
         assert res.exit_code == 2 and f"{config}:" in res.output, res.output    # TOMLDecodeError
-        assert reloaded._parse_value("[1, 2]") == [1, 2] and reloaded._parse_value("x") == "x"
+        assert reloaded.parse_value("[1, 2]") == [1, 2] and reloaded.parse_value("x") == "x"
     finally:
         monkeypatch.undo()
-        importlib.reload(cli)
-    assert cli.tomllib.__name__ == "tomllib"
+        importlib.reload(config_module)
+    assert config_module.tomllib.__name__ == "tomllib"
+
+
+# ------------------------------------------------------------------ config values (issue 13 §2)
+@pytest.mark.parametrize("line, message", [
+    ("batch_size = 0", "batch_size must be an integer >= 1, got 0"),      # hung eval forever
+    ("num_images = -5", "num_images must be an integer >= 1, got -5"),    # ran 95 images
+    ('bundled = "false"', "bundled must be true or false, got 'false'"),   # counted as true
+    ('attack = "fgm"', "attack must be [[attack]] tables"),
+    ("threads = -3", "threads must be an integer >= 1, got -3"),
+    ('seed = "abc"', "seed must be an integer, got 'abc'"),
+    ("shard = 3", 'shard must be a string I/N (e.g. "0/4"), got 3'),
+    ('shard = "2/2"', "shard"),
+    ('device = "gpu0"', "device: 'gpu0' is not a torch device"),
+    ("progress = 1", "progress must be true or false, got 1"),
+    ("colour = 1", "unknown keys ['colour']"),
+])
+def test_every_config_file_value_is_checked_before_anything_loads(tmp_path, no_model_loading,
+                                                                  line, message):
+    config = tmp_path / "c.toml"
+    attack = "" if line.startswith("attack") else '\n[[attack]]\nname = "fgm"\n'
+    config.write_text(f'dataset = "mnist"\n{line}\n{attack}')
+    res = CliRunner().invoke(main, ["eval", "--config", str(config), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert f"{config}: " in res.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "0 is not in the range x>=1"),
+    ("-n", "-5", "-5 is not in the range x>=1"),
+    ("--threads", "-3", "-3 is not in the range x>=1"),
+])
+def test_the_same_values_as_flags_are_refused_too(tmp_path, no_model_loading, option, value,
+                                                  message):
+    res = _eval(tmp_path, "--dataset", "mnist", "--bundled", "-a", "fgm", option, value)
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_a_single_target_class_in_a_config_file_is_a_list_of_one(tmp_path):
+    from strattack.evaluation.config import EvalConfig
+
+    config = tmp_path / "c.toml"
+    config.write_text('dataset = "mnist"\ntargets = 5\n[[attack]]\nname = "fgm"\n')
+    assert EvalConfig.from_sources(config, {"out": tmp_path}).targets == (5,)
+
+
+def test_flags_override_the_file_and_defaults_come_from_one_place(tmp_path):
+    from strattack.evaluation.config import EvalConfig
+
+    config = tmp_path / "c.toml"
+    config.write_text('dataset = "cifar10"\nbatch_size = 8\n[[attack]]\nname = "fgm"\n')
+    parsed = EvalConfig.from_sources(config, {"out": tmp_path, "batch_size": 16, "seed": None})
+    assert (parsed.dataset, parsed.batch_size, parsed.seed, parsed.targets) == (
+        "cifar10", 16, 0, "all")
+    assert parsed.origin["batch_size"] == "--batch-size"
+    assert parsed.origin["dataset"] == f"{config}: dataset"

@@ -7,19 +7,17 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
 
-try:                    # the standard library from Python 3.11; requires-python is >= 3.10
-    import tomllib
-except ModuleNotFoundError:
-    import tomli as tomllib
+from .data.registry import NAMED_DATASETS
+from .evaluation.store import STORE_NAME
 
-DATASET_CHOICE = click.Choice(["mnist", "cifar10"])
+DATASET_CHOICE = click.Choice(list(NAMED_DATASETS))
 
 
 # One process per core is the efficient way to share a CPU: oversubscribed torch threads spin.
@@ -27,26 +25,28 @@ THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
                               help="torch CPU threads (give parallel jobs 1 each).")
 
 
-def check_device(text: str) -> str:
-    """``text`` if torch can run there, else a clear error (not a traceback from torch's
-    lazy CUDA initialisation when the first tensor is moved)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError) as err:
-        raise click.BadParameter(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise click.BadParameter(f"{text!r}: this torch has no usable CUDA device "
-                                     f"(torch {torch.__version__}; torch.cuda.is_available() "
-                                     "is False)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise click.BadParameter(f"{text!r}: only {torch.cuda.device_count()} CUDA "
-                                     "device(s) here")
-    return text
-
-
 def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else check_device(value)
+    from .evaluation.config import check_device
+    from .errors import ConfigError
+
+    try:
+        return None if value is None else check_device(value)
+    except ConfigError as err:
+        raise click.BadParameter(str(err)) from err
+
+
+@contextmanager
+def _library_errors() -> Iterator[None]:
+    """The library's errors as the CLI's: a bad choice is a usage error (exit 2), anything else
+    that went wrong (files, data, weights) a plain error (exit 1); never a traceback."""
+    from .errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,49 +153,6 @@ def train(dataset: str, data_root: Path | None, out: Path, epochs: int | None, s
         raise click.ClickException(str(err)) from err
 
 
-STORE_NAME = "results.sqlite"
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML value (number, bool, string in quotes, list), else the raw string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _attack_specs(config_attacks: list[dict[str, Any]], cli_attacks: tuple[str, ...],
-                  settings: tuple[str, ...]) -> list[Any]:
-    from .evaluation.runner import AttackSpec
-
-    entries = [dict(a) for a in config_attacks] + [{"name": n} for n in cli_attacks]
-    if not entries:
-        raise click.UsageError("no attack given: use --attack NAME or [[attack]] in --config")
-    for item in settings:
-        key, eq, value = item.partition("=")
-        target, dot, param = key.partition(".")
-        if not eq or not dot or not param:
-            raise click.UsageError(f"--set expects ATTACK.PARAM=VALUE, got {item!r}")
-        matched = [e for e in entries if target in (e.get("label"), e["name"])]
-        if not matched:
-            raise click.UsageError(f"--set {item!r}: no attack named {target!r} in this run")
-        for e in matched:
-            e[param] = _parse_value(value)
-    specs = []
-    for e in entries:
-        if "name" not in e:
-            raise click.UsageError(f"attack entry without a name: {e}")
-        name, label = e.pop("name"), e.pop("label", None)
-        try:
-            specs.append(AttackSpec(name, e, label))
-        except ValueError as err:
-            raise click.UsageError(str(err)) from err
-    labels = [s.display for s in specs]
-    if len(set(labels)) != len(labels):
-        raise click.UsageError(f"attack labels must be unique, got {labels}: give each a label")
-    return specs
-
-
 @contextmanager
 def _store_errors(path: Path) -> Iterator[None]:
     """A store that SQLite cannot read (not SQLite, truncated, corrupt) as a clear error naming
@@ -226,58 +183,6 @@ def _writable_folder(folder: Path, what: str) -> Path:
 
 def _warn(text: str) -> None:
     click.echo(f"warning: {text}", err=True)
-
-
-def _shown(items: list[Any], limit: int = 20) -> str:
-    """``items`` for a message, cut after ``limit`` (a run may drop hundreds)."""
-    return ", ".join(map(str, items[:limit])) + (f", ... ({len(items)} in all)"
-                                                 if len(items) > limit else "")
-
-
-def _int_list(value: Any, option: str) -> list[int]:
-    """Comma-separated integers (or a TOML list of them), each at most once: a repeated index or
-    class would be attacked twice and counted twice."""
-    parts = value if isinstance(value, list) else str(value).split(",")
-    numbers = []
-    for part in parts:
-        text = part.strip() if isinstance(part, str) else part
-        if isinstance(text, bool) or not isinstance(text, (int, str)):
-            raise click.UsageError(f"{option}: {part!r} is not an integer")
-        try:
-            numbers.append(int(text))
-        except ValueError:
-            raise click.UsageError(f"{option}: {part!r} is not an integer; expected "
-                                   "comma-separated integers, e.g. 3,17,42") from None
-    if not numbers:
-        raise click.UsageError(f"{option}: no value given")
-    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
-    if repeated:
-        raise click.UsageError(f"{option}: {_shown(repeated)} given more than once; "
-                               "list each once")
-    return numbers
-
-
-TARGET_MODES = ("all", "random", "next", "untargeted")
-
-
-def _parse_targets(value: Any) -> str | list[int]:
-    """A mode of :data:`TARGET_MODES` or a list of distinct classes."""
-    if isinstance(value, str) and value in TARGET_MODES:
-        return value
-    if isinstance(value, str) and not value[:1].lstrip("-").isdigit() and "," not in value:
-        raise click.UsageError(f"--targets: {value!r} is neither one of {', '.join(TARGET_MODES)} "
-                               "nor comma-separated classes (e.g. 3,5)")
-    return _int_list(value, "--targets")
-
-
-def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
-    """The specs whose label or attack name is in ``only`` (config order kept); an entry of
-    ``only`` that matches nothing is an error, so a typo does not silently run nothing."""
-    unknown = [o for o in only if not any(o in (s.display, s.name) for s in specs)]
-    if unknown:
-        raise click.UsageError(f"--only {unknown[0]!r}: no such attack in this run; "
-                               f"attacks: {[s.display for s in specs]}")
-    return [s for s in specs if s.display in only or s.name in only]
 
 
 @main.command("eval")
@@ -320,7 +225,8 @@ def _select_attacks(specs: list[Any], only: tuple[str, ...]) -> list[Any]:
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Output folder; the store is OUT/{STORE_NAME} (per shard: "
               "OUT/results-shard-I-of-N.sqlite).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar [default: on].")
 def eval_command(config_path: Path | None, **options: Any) -> None:
     """Attack many images x targets; write each finished example to a resumable SQLite store.
 
@@ -330,135 +236,18 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
             -a str_attack -a cw_l2 -o runs/mnist
     """
-    from .data import default_data_root
-    from .data.evaluation_data import load_evaluation_data
-    from .evaluation.selection import drop_misclassified, first_correct
-    from .evaluation.runner import device_description, run_evaluation
-    from .evaluation.store import ResultStore
-    from .evaluation.tasks import make_tasks, parse_shard, true_class_targets
-    from .models.loading import load_model
+    from .evaluation.config import EvalConfig
+    from .evaluation.evaluate import evaluate
 
-    config: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            config = tomllib.loads(config_path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise click.UsageError(f"{config_path}: {err}") from err
-    config_attacks = config.pop("attack", [])
-    config = {k.replace("-", "_"): v for k, v in config.items()}
-    if "model" in config:               # the option is --model; its parameter is model_spec
-        config["model_spec"] = config.pop("model")
-    unknown = set(config) - set(options)
-    if unknown:
-        raise click.UsageError(f"{config_path}: unknown keys {sorted(unknown)}")
-    opt = {**config, **{k: v for k, v in options.items() if v is not None and v != ()}}
-    defaults = dict(targets="all", num_targets=1, seed=0, batch_size=64, device="cpu",
-                    bundled=False, out=None)
-    opt = {**defaults, **opt}
-    try:
-        check_device(str(opt["device"]))        # from --device or the config file
-    except click.BadParameter as err:
-        raise click.UsageError(f"device: {err.message}") from err
-    if opt.get("dataset") is None:
-        if not opt["bundled"]:
-            raise click.UsageError("--dataset is required (or dataset = ... in --config; with "
-                                   "--bundled it defaults to mnist)")
-        opt["dataset"] = "mnist"
-    if opt["out"] is None:
-        raise click.UsageError("-o/--out is required (or out = ... in --config)")
-    specs = _attack_specs(config_attacks, tuple(opt.get("attacks", ())),
-                          tuple(opt.get("settings", ())))
-    if opt.get("only"):
-        specs = _select_attacks(specs, tuple(opt["only"]))
-    try:
-        shard = parse_shard(opt["shard"]) if opt.get("shard") else (0, 1)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
-    targets = _parse_targets(opt["targets"])
-    wanted = _int_list(opt["indices"], "--indices") if opt.get("indices") is not None else None
-    if opt.get("threads"):
-        torch.set_num_threads(int(opt["threads"]))
-    torch.manual_seed(int(opt["seed"]))
-
-    dataset, model_spec = str(opt["dataset"]), opt.get("model_spec")
-    if dataset not in ("mnist", "cifar10") and not Path(dataset).is_dir():
-        raise click.ClickException(f"dataset {dataset!r} is neither 'mnist', 'cifar10' nor an "
-                                   "existing image folder")
-    if model_spec is None:
-        if dataset not in ("mnist", "cifar10"):
-            raise click.UsageError("--model is required for an image folder "
-                                   "(e.g. efficientnet_lite0)")
-        model_spec = dataset
-    try:
-        model = load_model(str(model_spec), opt.get("weights"), device=opt["device"])
-        if wanted is None:
-            # Only the chosen images are kept (an image folder is decoded only as far as needed).
-            data = first_correct(model, dataset, opt.get("num_images"), opt.get("data_root"),
-                                 bool(opt["bundled"]), bool(opt.get("download")),
-                                 device=opt["device"])
-        else:
+    options["model"] = options.pop("model_spec")
+    with _library_errors():
+        config = EvalConfig.from_sources(config_path, options)
+        with _store_errors(config.store_path):
             try:
-                data = load_evaluation_data(dataset, opt.get("data_root"), bool(opt["bundled"]),
-                                            bool(opt.get("download")), ids=wanted)
-            except ValueError as err:
-                if "not in the dataset" not in str(err):
-                    raise
-                raise click.UsageError(f"--indices: {err}") from err
-    except (FileNotFoundError, ValueError, ImportError, OSError, RuntimeError) as err:
-        raise click.ClickException(str(err)) from err
-    if wanted is not None:
-        data, misclassified = drop_misclassified(model, data, opt["device"])
-        if misclassified:
-            # An attack on them "succeeds" for free (l0 = 0): they would skew every mean.
-            _warn(f"skipping {len(misclassified)} of {len(wanted)} images that the model "
-                  f"already misclassifies (--indices {_shown(misclassified)})")
-        if not len(data.ids):
-            raise click.UsageError("--indices: the model misclassifies every chosen image; "
-                                   "nothing to attack")
-    images = data.images.to(opt["device"])
-    chosen_ids = data.ids.tolist()
-    try:
-        tasks = make_tasks(chosen_ids, data.labels.tolist(), targets, data.num_classes,
-                           int(opt["num_targets"]), int(opt["seed"]))
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
-    same = true_class_targets(chosen_ids, data.labels.tolist(), targets)
-    if same:
-        _warn(f"left out {len(same)} (image, target) pairs whose target is the image's true "
-              f"class: {_shown(same)}")
-    if not tasks:
-        raise click.UsageError("no (image, target) example left to attack; choose other "
-                               "--targets or images")
-    out = Path(opt["out"])
-    store_name = (STORE_NAME if shard == (0, 1)
-                  else f"results-shard-{shard[0]}-of-{shard[1]}.sqlite")
-    meta = {"dataset": dataset if dataset in ("mnist", "cifar10") else str(Path(dataset).resolve()),
-            "bundled": str(bool(opt["bundled"])), "model": str(model_spec),
-            "weights": str(opt.get("weights")), "group_size": str(data.group_size)}
-    if dataset in ("mnist", "cifar10") and not opt["bundled"]:
-        # Where the images were (absolute): report and explain read them back from there.
-        meta["data_root"] = str(Path(opt.get("data_root") or default_data_root()).resolve())
-    click.echo(f"{data.name}: {len(chosen_ids)} images x targets={opt['targets']} -> {len(tasks)} "
-               f"examples; attacks: {', '.join(s.display for s in specs)}; shard "
-               f"{shard[0]}/{shard[1]}; device {device_description(images.device)}; "
-               f"store {out / store_name}")
-    try:
-        with _store_errors(out / store_name), ResultStore(out / store_name, meta) as store, \
-                ExitStack() as stack:
-            # A shard skips what an unsharded run in the same folder already finished (the
-            # merge keeps both), so a single-process run can be split into shards midway.
-            earlier = ([stack.enter_context(ResultStore(out / STORE_NAME, meta, read_only=True))]
-                       if shard != (0, 1) and (out / STORE_NAME).exists() else [])
-            summary = run_evaluation(model, images, data.labels, tasks, specs, store,
-                                     batch_size=int(opt["batch_size"]), shard=shard,
-                                     group_size=data.group_size, progress=bool(opt["progress"]),
-                                     ids=data.ids.tolist(), finished_elsewhere=earlier,
-                                     log=click.echo)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted: finished batches are saved; re-run the same "
-                                   "command to resume") from None
+                summary = evaluate(config, log=click.echo, warn=_warn)
+            except KeyboardInterrupt:
+                raise click.ClickException("interrupted: finished batches are saved; re-run "
+                                           "the same command to resume") from None
     click.echo(f"done: {summary.line()}")
 
 

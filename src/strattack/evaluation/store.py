@@ -27,8 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_stores",
-           "LOCATION_KEYS"]
+           "LOCATION_KEYS", "STORE_NAME"]
+
+#: The store of a run folder (a shard writes its own, see ``config.shard_store_name``).
+STORE_NAME = "results.sqlite"
 
 #: Columns of ``examples`` in table order (``device`` last: older stores gain it by ALTER TABLE).
 EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "l1", "l2", "linf",
@@ -45,7 +50,7 @@ LOCATION_KEYS = frozenset({"data_root"})
 _TABLES = {"meta", "attacks", "examples"}
 
 
-class StoreError(ValueError):
+class StoreError(DataError):
     """A file that cannot serve as a result store: not SQLite, truncated, corrupt, or another
     program's database."""
 
