@@ -34,7 +34,8 @@ from ..data import load_cifar10, load_mnist
 from ..data.registry import CIFAR10_EXACT_TEST
 from .pretrained import build_model
 
-__all__ = ["TrainConfig", "CONFIGS", "AdversarialTraining", "pgd_linf", "train", "evaluate", "main"]
+__all__ = ["TrainConfig", "CONFIGS", "AdversarialTraining", "Schedule", "pgd_linf", "train",
+           "distill", "fit", "soft_labels", "training_loss", "evaluate", "main"]
 
 
 
@@ -152,6 +153,138 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs, batch size and peak learning rate of one run (defaults: :data:`CONFIGS`)."""
+
+    epochs: int
+    batch_size: int
+    max_lr: float
+
+    @classmethod
+    def of(cls, dataset: str, epochs: int | None = None, batch_size: int | None = None,
+           max_lr: float | None = None) -> "Schedule":
+        cfg = CONFIGS[dataset]
+        return cls(cfg.epochs if epochs is None else epochs,
+                   cfg.batch_size if batch_size is None else batch_size,
+                   cfg.max_lr if max_lr is None else max_lr)
+
+
+def training_loss(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy of softmax(logits / T) against class indices or, for distillation, against
+    soft labels (rows of probabilities): -sum_j p_j log softmax(logits / T)_j, batch mean."""
+    log_probs = F.log_softmax(logits / temperature, dim=1)
+    if targets.is_floating_point():
+        return -(targets * log_probs).sum(dim=1).mean()
+    return F.nll_loss(log_probs, targets)
+
+
+@torch.no_grad()
+def soft_labels(teacher: nn.Module, x: Tensor, temperature: float,
+                batch_size: int = 1000) -> Tensor:
+    """The teacher's softmax(logits / T) on ``x`` (eval mode): the student's training labels."""
+    teacher.eval()
+    return torch.cat([F.softmax(teacher(x[i : i + batch_size]) / temperature, dim=1)
+                      for i in range(0, len(x), batch_size)])
+
+
+def _optimizer(model: nn.Module, dataset: str, schedule: Schedule, steps_per_epoch: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    # No weight decay on biases / BatchNorm parameters (standard practice).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": CONFIGS[dataset].weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=schedule.max_lr, momentum=0.9, nesterov=True,
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=schedule.max_lr, epochs=schedule.epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=0.25)
+    return opt, sched
+
+
+def fit(dataset: str, x_train: Tensor, targets: Tensor, x_test: Tensor, y_test: Tensor,
+        schedule: Schedule, gen: torch.Generator, temperature: float = 1.0,
+        adversarial: AdversarialTraining | None = None) -> tuple[nn.Module, dict[str, float]]:
+    """A fresh ``dataset`` network trained on (x_train, targets) with softmax at
+    ``temperature``; ``targets``: class indices, or soft labels (distillation). Returns the
+    model (eval mode) and its final test accuracies."""
+    cfg = CONFIGS[dataset]
+    model = build_model(dataset)
+    bs = schedule.batch_size
+    steps_per_epoch = (len(x_train) + bs - 1) // bs
+    opt, sched = _optimizer(model, dataset, schedule, steps_per_epoch)
+    hard = targets if not targets.is_floating_point() else targets.argmax(1)
+    result: dict[str, float] = {}
+    for epoch in range(1, schedule.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x_train), generator=gen)
+        total_loss, correct = 0.0, 0
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            xb = augment(x_train[idx], cfg.crop_padding, cfg.hflip, gen)
+            if adversarial is not None:
+                progress = (epoch - 1 + i / steps_per_epoch) / max(adversarial.ramp_epochs, 1e-9)
+                eps = adversarial.eps * min(1.0, progress)
+                # Examples are crafted in eval mode so BatchNorm statistics see only training steps.
+                model.eval()
+                xb = pgd_linf(model, xb, hard[idx], eps, adversarial.steps,
+                              adversarial.step_size * eps / adversarial.eps, gen)
+                model.train()
+            logits = model(xb)
+            loss = training_loss(logits, targets[idx], temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == hard[idx]).sum().item()
+        train_time = time.perf_counter() - t0
+        result = _test_accuracies(model, dataset, x_test, y_test)
+        msg = (f"epoch {epoch:2d}/{schedule.epochs}  loss {total_loss / len(x_train):.4f}  "
+               f"train_acc {correct / len(x_train):.4f}  "
+               + "  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        if adversarial is not None and epoch == schedule.epochs:
+            result["pgd40_acc_1000"] = robust_accuracy(model, x_test[:1000], y_test[:1000],
+                                                       adversarial.eps)
+            msg += f"  pgd40(eps={adversarial.eps})_acc@1000 {result['pgd40_acc_1000']:.4f}"
+        msg += f"  time {train_time:.0f}s (+eval {time.perf_counter() - t0 - train_time:.0f}s)"
+        print(msg, flush=True)
+    model.eval()
+    return model, result
+
+
+def _test_accuracies(model: nn.Module, dataset: str, x_test: Tensor, y_test: Tensor
+                     ) -> dict[str, float]:
+    result = {"test_acc": evaluate(model, x_test, y_test)}
+    if dataset == "cifar10":       # the exact test images 0..845 that evaluations use
+        n = CIFAR10_EXACT_TEST
+        result["exact_acc"] = evaluate(model, x_test[:n], y_test[:n])
+    return result
+
+
+def save_model(model: nn.Module, out_path: str | Path, metadata: dict[str, str]) -> Path:
+    """The ``Normalized`` state dict as safetensors, with string ``metadata``."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_path), metadata=metadata)
+    print(f"saved {out_path} ({out_path.stat().st_size / 1e6:.2f} MB): {metadata}", flush=True)
+    return out_path
+
+
+def _data(dataset: str, data_root: str | Path, limit_train: int | None
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x_train, y_train = _load(dataset, Path(data_root), "train")
+    x_test, y_test = _load(dataset, Path(data_root), "test")
+    if limit_train is not None:
+        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
+    print(f"{dataset}: train {tuple(x_train.shape)}, test {tuple(x_test.shape)}", flush=True)
+    return x_train, y_train, x_test, y_test
+
+
 def train(
     dataset: str,
     data_root: str | Path,
@@ -180,83 +313,52 @@ def train(
         Final test accuracies: ``{"test_acc": ...}`` plus ``"exact_acc"`` for
         CIFAR-10 (test images ``0..845``).
     """
-    cfg = CONFIGS[dataset]
-    epochs = cfg.epochs if epochs is None else epochs
-    batch_size = cfg.batch_size if batch_size is None else batch_size
-    max_lr = cfg.max_lr if max_lr is None else max_lr
     torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
+    x_train, y_train, x_test, y_test = _data(dataset, data_root, limit_train)
+    schedule = Schedule.of(dataset, epochs, batch_size, max_lr)
+    model, result = fit(dataset, x_train, y_train, x_test, y_test, schedule, gen,
+                        adversarial=adversarial)
+    save_model(model, out_path, {"dataset": dataset, "epochs": str(schedule.epochs),
+                                 "seed": str(seed),
+                                 **({"adversarial": repr(adversarial)} if adversarial else {}),
+                                 **{k: f"{v:.4f}" for k, v in result.items()}})
+    return result
 
-    x_train, y_train = _load(dataset, Path(data_root), "train")
-    x_test, y_test = _load(dataset, Path(data_root), "test")
-    if limit_train is not None:
-        x_train, y_train = x_train[:limit_train], y_train[:limit_train]
-    print(f"{dataset}: train {tuple(x_train.shape)}, test {tuple(x_test.shape)}; "
-          f"epochs={epochs} batch={batch_size} max_lr={max_lr} seed={seed}", flush=True)
 
-    model = build_model(dataset)
-    # No weight decay on biases / BatchNorm parameters (standard practice).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=max_lr, momentum=0.9, nesterov=True,
-    )
-    steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
-    )
-
-    result: dict[str, float] = {}
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(x_train), generator=gen)
-        total_loss, correct = 0.0, 0
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb = augment(x_train[idx], cfg.crop_padding, cfg.hflip, gen)
-            yb = y_train[idx]
-            if adversarial is not None:
-                progress = (epoch - 1 + i / steps_per_epoch) / max(adversarial.ramp_epochs, 1e-9)
-                eps = adversarial.eps * min(1.0, progress)
-                # Examples are crafted in eval mode so BatchNorm statistics see only training steps.
-                model.eval()
-                xb = pgd_linf(model, xb, yb, eps, adversarial.steps,
-                              adversarial.step_size * eps / adversarial.eps, gen)
-                model.train()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
-        train_time = time.perf_counter() - t0
-        result = {"test_acc": evaluate(model, x_test, y_test)}
-        msg = (f"epoch {epoch:2d}/{epochs}  loss {total_loss / len(x_train):.4f}  "
-               f"train_acc {correct / len(x_train):.4f}  test_acc {result['test_acc']:.4f}")
-        if dataset == "cifar10":
-            n = CIFAR10_EXACT_TEST
-            result["exact_acc"] = evaluate(model, x_test[:n], y_test[:n])
-            msg += f"  exact0-{n - 1}_acc {result['exact_acc']:.4f}"
-        if adversarial is not None and epoch == epochs:
-            result["pgd40_acc_1000"] = robust_accuracy(model, x_test[:1000], y_test[:1000],
-                                                       adversarial.eps)
-            msg += f"  pgd40(eps={adversarial.eps})_acc@1000 {result['pgd40_acc_1000']:.4f}"
-        msg += f"  time {train_time:.0f}s (+eval {time.perf_counter() - t0 - train_time:.0f}s)"
-        print(msg, flush=True)
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"dataset": dataset, "epochs": str(epochs), "seed": str(seed),
-                **({"adversarial": repr(adversarial)} if adversarial is not None else {}),
-                **{k: f"{v:.4f}" for k, v in result.items()}}
-    save_file(state, str(out_path), metadata=metadata)
-    print(f"saved {out_path} ({out_path.stat().st_size / 1e6:.2f} MB): {result}", flush=True)
+def distill(
+    dataset: str,
+    data_root: str | Path,
+    out_path: str | Path,
+    temperature: float,
+    epochs: int | None = None,
+    seed: int = 0,
+    num_threads: int = 2,
+    limit_train: int | None = None,
+) -> dict[str, float]:
+    """Defensive distillation (Papernot et al., 2016): a teacher trained with softmax(logits / T)
+    labels the training set with its softmax at T; a student of the same architecture is
+    trained at T on those soft labels and deployed at T = 1 (the saved model returns its raw
+    logits, about T times larger than an undistilled model's). Same recipe as :func:`train`
+    otherwise. The student is saved with ``defense``, ``temperature`` and both networks'
+    accuracies in its metadata; returns the student's accuracies (and the teacher's)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    torch.set_num_threads(num_threads)
+    gen = _seed_everything(seed)
+    x_train, y_train, x_test, y_test = _data(dataset, data_root, limit_train)
+    schedule = Schedule.of(dataset, epochs)
+    print(f"teacher at T = {temperature:g}", flush=True)
+    teacher, teacher_result = fit(dataset, x_train, y_train, x_test, y_test, schedule, gen,
+                                  temperature)
+    soft = soft_labels(teacher, x_train, temperature)
+    print(f"student at T = {temperature:g} on the teacher's soft labels", flush=True)
+    student, result = fit(dataset, x_train, soft, x_test, y_test, schedule, gen, temperature)
+    result.update({f"teacher_{k}": v for k, v in teacher_result.items()})
+    save_model(student, out_path, {"dataset": dataset, "defense": "distillation",
+                                   "temperature": f"{temperature:g}",
+                                   "epochs": str(schedule.epochs), "seed": str(seed),
+                                   **{k: f"{v:.4f}" for k, v in result.items()}})
     return result
 
 
@@ -277,7 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adv-steps", type=int, default=5)
     p.add_argument("--adv-step-size", type=float, default=0.1)
     p.add_argument("--adv-ramp-epochs", type=float, default=2.0)
+    p.add_argument("--distill-temperature", type=float, default=None,
+                   help="defensive distillation at this temperature (teacher, then student)")
     a = p.parse_args(argv)
+    if a.distill_temperature is not None:
+        distill(a.dataset, a.data_root, a.out, a.distill_temperature, epochs=a.epochs,
+                seed=a.seed, num_threads=a.threads, limit_train=a.limit_train)
+        return
     adversarial = (None if a.adv_eps is None else
                    AdversarialTraining(a.adv_eps, a.adv_steps, a.adv_step_size, a.adv_ramp_epochs))
     train(a.dataset, a.data_root, a.out, epochs=a.epochs, seed=a.seed,

@@ -1,0 +1,88 @@
+"""Defensive distillation (issue 14 §1) on tiny synthetic data: the formulas against direct
+computations, and the teacher -> soft labels -> student pipeline."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from strattack.models import training
+from strattack.models.pretrained import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 10.0, 100.0])
+def test_training_loss_is_the_cross_entropy_of_the_softmax_at_t(temperature):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 10, generator=g, dtype=torch.float64) * 30
+    labels = torch.tensor([0, 3, 9, 3, 1])
+    soft = torch.softmax(torch.randn(5, 10, generator=g, dtype=torch.float64), dim=1)
+    p = torch.exp(logits / temperature) / torch.exp(logits / temperature).sum(1, keepdim=True)
+    hard_ref = -torch.log(p[torch.arange(5), labels]).mean()
+    soft_ref = -(soft * torch.log(p)).sum(1).mean()
+    assert torch.allclose(training.training_loss(logits, labels, temperature), hard_ref)
+    assert torch.allclose(training.training_loss(logits, soft, temperature), soft_ref)
+
+
+def test_soft_labels_are_the_teachers_softmax_at_t():
+    teacher = build_model("mnist")
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = F.softmax(teacher.eval()(x) / 20.0, dim=1)
+    got = training.soft_labels(teacher, x, 20.0, batch_size=4)
+    assert torch.allclose(got, expected) and torch.allclose(got.sum(1), torch.ones(6))
+
+
+def _synthetic_mnist(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is the brightest of 10 horizontal bands: learnable in one epoch."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 2 + 2 * c : 4 + 2 * c] = 0.9
+    return x, y
+
+
+def test_distill_trains_the_student_on_the_teachers_soft_labels_and_deploys_it_at_t1(
+        tmp_path, monkeypatch):
+    data = {"train": _synthetic_mnist(96, 0), "test": _synthetic_mnist(32, 1)}
+    monkeypatch.setattr(training, "_load", lambda dataset, root, split: data[split])
+    calls = []
+    real_fit = training.fit
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(real_fit).bind(*args, **kwargs)
+        bound.apply_defaults()
+        model, result = real_fit(*args, **kwargs)
+        calls.append((bound.arguments["targets"], bound.arguments["temperature"], model))
+        return model, result
+
+    monkeypatch.setattr(training, "fit", spy)
+    out = tmp_path / "student.safetensors"
+    result = training.distill("mnist", tmp_path, out, temperature=50.0, epochs=1,
+                              num_threads=1)
+    (teacher_targets, t_teacher, teacher), (student_targets, t_student, student) = calls
+    assert torch.equal(teacher_targets, data["train"][1]) and t_teacher == 50.0
+    assert t_student == 50.0 and student_targets.is_floating_point()
+    assert torch.allclose(student_targets, training.soft_labels(teacher, data["train"][0], 50.0))
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["defense"] == "distillation" and meta["temperature"] == "50"
+    assert float(meta["test_acc"]) == pytest.approx(result["test_acc"], abs=1e-4)
+    assert "teacher_test_acc" in meta
+    deployed = build_model("mnist")
+    deployed.load_state_dict(load_file(str(out)))
+    x = data["test"][0][:4]
+    with torch.no_grad():       # deployed at T = 1: the raw logits, no division by T
+        assert torch.allclose(deployed.eval()(x), student(x), atol=1e-6)
