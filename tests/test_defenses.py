@@ -86,3 +86,13 @@ def test_distill_trains_the_student_on_the_teachers_soft_labels_and_deploys_it_a
     x = data["test"][0][:4]
     with torch.no_grad():       # deployed at T = 1: the raw logits, no division by T
         assert torch.allclose(deployed.eval()(x), student(x), atol=1e-6)
+
+
+def test_folding_the_temperature_scales_the_logits_by_t_and_keeps_predictions():
+    model = build_model("mnist").eval()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = model(x)
+        after = training.fold_temperature(model, 100.0)(x)
+    assert torch.allclose(after, 100 * before, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(F.softmax(after / 100, dim=1), F.softmax(before, dim=1), atol=1e-6)
