@@ -96,3 +96,22 @@ def test_folding_the_temperature_scales_the_logits_by_t_and_keeps_predictions():
         after = training.fold_temperature(model, 100.0)(x)
     assert torch.allclose(after, 100 * before, rtol=1e-5, atol=1e-4)
     assert torch.allclose(F.softmax(after / 100, dim=1), F.softmax(before, dim=1), atol=1e-6)
+
+
+def test_an_architecture_name_with_weights_loads_those_weights(tmp_path):
+    """`strattack train` writes weights of the mnist architecture; eval --model mnist --weights
+    FILE attacks them (a bundled model name other than an architecture keeps refusing)."""
+    from safetensors.torch import save_file
+
+    from strattack.models.loading import load_model
+
+    model = build_model("mnist")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    loaded = load_model("mnist", tmp_path / "w.safetensors")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    with pytest.raises(ValueError, match="loads its own weights"):
+        load_model("mnist_robust", tmp_path / "w.safetensors")

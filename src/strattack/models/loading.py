@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .pretrained import load_pretrained
+from ..data.registry import NAMED_DATASETS
+from .pretrained import build_model, load_pretrained
 
 __all__ = ["load_model", "read_state_dict"]
 
@@ -25,14 +26,19 @@ def load_model(spec: str, weights: str | Path | None = None,
                device: str | torch.device | None = None) -> nn.Module:
     """``spec`` is a bundled name for :func:`load_pretrained` (e.g. ``"mnist"``) or
     ``"package.module:callable"`` whose call returns an ``nn.Module`` taking [0, 1] inputs
-    (put any normalisation inside it). ``weights`` (user models only): a ``.safetensors`` file
+    (put any normalisation inside it). ``weights``: for a user model, or for the architecture
+    of a named dataset (``"mnist"`` + weights from ``strattack train``): a ``.safetensors`` file
     or a PyTorch state dict, loaded with ``weights_only=True`` (never an arbitrary pickle).
     The model is returned in eval mode with parameters frozen."""
     if ":" not in spec:
-        if weights is not None:
-            raise ValueError("--weights applies to a user model (module:callable); bundled "
-                             f"model {spec!r} loads its own weights")
-        return load_pretrained(spec, device=device)
+        if weights is None:
+            return load_pretrained(spec, device=device)
+        if spec not in NAMED_DATASETS:
+            raise ValueError(f"--weights applies to a user model (module:callable) or to an "
+                             f"architecture ({', '.join(NAMED_DATASETS)}); bundled model "
+                             f"{spec!r} loads its own weights")
+        # the architecture of a named dataset with weights trained by `strattack train`
+        return _with_weights(build_model(spec), weights, spec).to(device or "cpu")
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -46,14 +52,20 @@ def load_model(spec: str, weights: str | Path | None = None,
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
-        state = read_state_dict(weights)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:     # missing / unexpected keys, wrong shapes
-            raise ValueError(f"weights file {weights} does not fit model {spec}: {err}") from err
+        _with_weights(model, weights, spec)
     model.eval()
     model.requires_grad_(False)
     return model.to(device) if device is not None else model
+
+
+def _with_weights(model: nn.Module, weights: str | Path, spec: str) -> nn.Module:
+    state = read_state_dict(weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:     # missing / unexpected keys, wrong shapes
+        raise ValueError(f"weights file {weights} does not fit model {spec}: {err}") from err
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def _file_kind(path: Path) -> str:
