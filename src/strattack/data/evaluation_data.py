@@ -14,7 +14,7 @@ from ._common import default_data_root
 from .registry import CIFAR10_EXACT_TEST, DATASETS, IMAGE_FOLDER_GROUP_SIZE
 from .samples import load_samples
 
-__all__ = ["EvaluationData", "load_evaluation_data", "CIFAR10_EXACT_TEST"]
+__all__ = ["EvaluationData", "check_dataset", "load_evaluation_data", "CIFAR10_EXACT_TEST"]
 
 
 @dataclass
@@ -48,6 +48,19 @@ class EvaluationData:
                               self.class_names, self.group_size)
 
 
+def check_dataset(dataset: str, bundled: bool = False) -> None:
+    """ConfigError unless ``dataset`` names a dataset or (without ``bundled``) an image folder:
+    lets a caller tell a wrong dataset from a wrong image index, both ConfigErrors of
+    :func:`load_evaluation_data`."""
+    if dataset in DATASETS:
+        return
+    if bundled:
+        raise ConfigError(f"bundled samples exist only for {', '.join(DATASETS)}")
+    if not Path(dataset).is_dir():
+        raise ConfigError(f"dataset {dataset!r} is neither one of {', '.join(DATASETS)} nor an "
+                          "existing image folder")
+
+
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
                          bundled: bool = False, download: bool = False,
                          ids: Sequence[int] | None = None) -> EvaluationData:
@@ -69,12 +82,8 @@ def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
         data = EvaluationData(dataset, images, labels, all_ids, list(info.class_names),
                               info.group_size)
         return data if ids is None else data.subset(data.rows(list(ids)))
-    if bundled:
-        raise ConfigError(f"bundled samples exist only for {', '.join(DATASETS)}")
+    check_dataset(dataset, bundled)
     folder = Path(dataset)
-    if not folder.is_dir():
-        raise ConfigError(f"dataset {dataset!r} is neither one of {', '.join(DATASETS)} nor an "
-                          "existing image folder")
     from .image_folder import class_names, load_image_folder, read_labels
 
     mapping = class_names(folder)

@@ -1,0 +1,42 @@
+"""What several commands share: an output folder checked before any work, and a store opened
+for reading whose SQLite failures name the file."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import DataError
+from ..evaluation.store import ResultStore, store_error
+
+__all__ = ["Say", "read_store", "writable_folder"]
+
+Say = Callable[[str], None]
+
+
+def writable_folder(folder: Path, what: str) -> Path:
+    """``folder``, created if needed; DataError if it cannot be written (e.g. a run folder copied
+    read-only), so that the command fails before any work rather than after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create {folder} for the {what} ({err.strerror}); "
+                        "choose another folder with -o/--out") from err
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"{folder} is not writable, so the {what} cannot go there; "
+                        "choose another folder with -o/--out")
+    return folder
+
+
+@contextmanager
+def read_store(path: Path) -> Iterator[ResultStore]:
+    """The store at ``path``, read-only (its folder may be read-only). A file SQLite cannot read
+    (not SQLite, truncated, corrupt) fails on the first query, so errors of the whole block
+    become a StoreError naming the file instead of a bare sqlite3 one."""
+    try:
+        with ResultStore(path, read_only=True) as store:
+            yield store
+    except sqlite3.DatabaseError as err:
+        raise store_error(path, err) from err
