@@ -115,3 +115,29 @@ def test_an_architecture_name_with_weights_loads_those_weights(tmp_path):
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     with pytest.raises(ValueError, match="loads its own weights"):
         load_model("mnist_robust", tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--defense", "distillation"], "--temperature goes with --defense distillation"),
+    (["--temperature", "10"], "--temperature goes with --defense distillation"),
+    (["--defense", "distillation", "--temperature", "0"], "--temperature must be > 0"),
+])
+def test_train_defense_options_are_checked_before_any_data_loads(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from strattack.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--data-root", str(tmp_path),
+                                    "--out", str(tmp_path / "w.safetensors"), *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_train_command_distills_when_asked(tmp_path, monkeypatch):
+    from strattack.commands.train import train
+
+    seen = {}
+    monkeypatch.setattr(training, "distill", lambda *a, **k: seen.setdefault("distill", (a, k)))
+    monkeypatch.setattr(training, "train", lambda *a, **k: seen.setdefault("train", (a, k)))
+    train("mnist", tmp_path / "w.safetensors", tmp_path, epochs=2, defense="distillation",
+          temperature=10.0)
+    assert list(seen) == ["distill"] and seen["distill"][0][3] == 10.0

@@ -85,17 +85,23 @@ def demo_command(dataset: str, num_images: int, target_offset: int, output: Path
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--download", is_flag=True,
               help="Fetch missing dataset files from the official URLs first (needs internet).")
+@click.option("--defense", type=click.Choice(["none", "distillation"]), default="none",
+              show_default=True, help="distillation: defensive distillation (Papernot et al. "
+              "2016; App. H): teacher and student at --temperature, deployed at T = 1.")
+@click.option("--temperature", type=float, default=None, help="T of --defense distillation.")
 def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int | None,
-                  seed: int, download: bool) -> None:
+                  seed: int, download: bool, defense: str, temperature: float | None) -> None:
     """Train the paper's MNIST / CIFAR-10 network (Appendix F) and save it as safetensors.
 
     The shipped weights were made with: strattack train --dataset mnist --data-root
-    ../shared/data --out mnist.safetensors (and --dataset cifar10 on a CIFAR-10 root).
+    ../shared/data --out mnist.safetensors (and --dataset cifar10 on a CIFAR-10 root); the
+    distilled MNIST student with --defense distillation --temperature 100 --epochs 4.
+    Evaluate weights you trained with: strattack eval --model mnist --weights FILE ...
     """
     from .commands.train import train
 
     with _library_errors():
-        train(dataset, out, data_root, epochs, seed, download)
+        train(dataset, out, data_root, epochs, seed, download, defense, temperature)
 
 
 @contextmanager
