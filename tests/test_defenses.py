@@ -141,3 +141,24 @@ def test_train_command_distills_when_asked(tmp_path, monkeypatch):
     train("mnist", tmp_path / "w.safetensors", tmp_path, epochs=2, defense="distillation",
           temperature=10.0)
     assert list(seen) == ["distill"] and seen["distill"][0][3] == 10.0
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "mnist_robust", "mnist_distilled"])
+def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
+    """On the 100 bundled test images, within 3 binomial standard errors (at least 1 image) of
+    the test accuracy recorded in the weights' metadata."""
+    from strattack.data import load_samples
+    from strattack.models import load_pretrained
+    from strattack.models.pretrained import weights_path
+
+    with safe_open(str(weights_path(name)), "pt") as f:
+        meta = f.metadata()
+    dataset = meta["dataset"]
+    recorded = float(meta.get("exact_acc", meta["test_acc"]))
+    x, y, _ = load_samples(dataset)
+    with torch.no_grad():
+        acc = (load_pretrained(name)(x).argmax(1) == y).float().mean().item()
+    tolerance = max(3 * (recorded * (1 - recorded) / len(y)) ** 0.5, 1 / len(y))
+    assert abs(acc - recorded) <= tolerance, (acc, recorded)
+    if name == "mnist_distilled":
+        assert meta["defense"] == "distillation" and meta["temperature"] == "100"

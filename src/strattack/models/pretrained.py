@@ -46,6 +46,7 @@ _SAFETENSORS_MODELS: dict[str, str] = {
     "mnist": "mnist",
     "cifar10": "cifar10",
     "mnist_robust": "mnist",  # adversarially trained (Madry-style) MNIST model
+    "mnist_distilled": "mnist",  # defensive distillation at T = 100 (App. H), deployed at T = 1
 }
 
 #: pip package (distribution name) and import name holding the EfficientNet-Lite0 weights.
