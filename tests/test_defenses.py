@@ -162,3 +162,100 @@ def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
     assert abs(acc - recorded) <= tolerance, (acc, recorded)
     if name == "mnist_distilled":
         assert meta["defense"] == "distillation" and meta["temperature"] == "100"
+
+
+# --- adversarial training by data augmentation (issue 14 §2) --------------------------------
+
+def _fake_mnist(monkeypatch, n_train: int = 12):
+    """The mnist entry of the registry reading a small synthetic training split."""
+    from dataclasses import replace
+
+    from strattack.data.registry import DATASETS
+
+    data = {"train": _synthetic_mnist(n_train, 5), "test": _synthetic_mnist(8, 6)}
+    monkeypatch.setitem(DATASETS, "mnist", replace(
+        DATASETS["mnist"], loader=lambda root, split="test", download=False: data[split]))
+    return data
+
+
+def _store(path, meta, records):
+    import numpy as np
+
+    from strattack.evaluation.store import ExampleRecord, ResultStore
+
+    with ResultStore(path / "results.sqlite", meta) as store:
+        key = store.add_attack("fgm", {})
+        store.write(key, [ExampleRecord(i, t, y, ok, 1.0, 1.0, 1.0, 1.0, 1.0, 2, 1, 0.1, 4,
+                                        np.full((1, 28, 28), 0.05 * (i + 1), np.float32))
+                          for i, t, y, ok in records])
+
+
+def test_adversarial_training_data_are_the_successful_examples_with_true_labels(tmp_path,
+                                                                             monkeypatch):
+    from strattack.commands.train import adversarial_training_data
+
+    data = _fake_mnist(monkeypatch)
+    x, y = data["train"]
+    _store(tmp_path, {"dataset": "mnist", "split": "train"},
+           [(0, 3, int(y[0]), True), (1, 4, int(y[1]), False), (5, 2, int(y[5]), True)])
+    images, labels = adversarial_training_data(tmp_path, "mnist", tmp_path)
+    assert labels.tolist() == [int(y[0]), int(y[5])]
+    expected = torch.stack([(x[0] + 0.05).clamp(0, 1), (x[5] + 0.3).clamp(0, 1)])
+    assert torch.allclose(images, expected)
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"dataset": "cifar10", "split": "train"}, "dataset 'cifar10'"),
+    ({"dataset": "mnist"}, "split 'test'"),
+])
+def test_adversarial_training_rejects_a_store_of_another_dataset_or_split(tmp_path, monkeypatch,
+                                                                          meta, message):
+    from strattack.commands.train import adversarial_training_data
+    from strattack.errors import DataError
+
+    _fake_mnist(monkeypatch)
+    _store(tmp_path, meta, [(0, 3, 0, True)])
+    with pytest.raises(DataError, match=message):
+        adversarial_training_data(tmp_path, "mnist", tmp_path)
+
+
+def test_eval_on_the_training_split_feeds_train_defense_adversarial(tmp_path, monkeypatch):
+    """End to end through the CLI: eval --split train stores training-set examples; train
+    --defense adversarial retrains on the clean set plus the successful ones."""
+    from click.testing import CliRunner
+
+    from strattack.cli import main
+
+    data = _fake_mnist(monkeypatch)
+    model = tmp_path / "w.safetensors"
+    res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--data-root", str(tmp_path),
+                                    "--split", "train", "--targets", "untargeted", "-a", "fgm",
+                                    "--model", "band_model:build", "-o", str(tmp_path / "run"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda *a, **k: seen.update(k))
+    res = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--data-root", str(tmp_path),
+                                    "--out", str(model), "--defense", "adversarial",
+                                    "--adv-examples", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    images, labels = seen["extra_train"]
+    assert len(labels) >= 1 and labels.tolist() == [
+        int(data["train"][1][i]) for i in _successful_images(tmp_path / "run")]
+
+
+def _successful_images(run):
+    from strattack.evaluation.store import ResultStore
+
+    with ResultStore(run / "results.sqlite", read_only=True) as store:
+        return [r.image for key in store.attacks() for r in store.records(key) if r.success]
+
+
+def test_the_training_split_needs_a_named_datasets_files(tmp_path):
+    from click.testing import CliRunner
+
+    from strattack.cli import main
+
+    res = CliRunner().invoke(main, ["eval", "--bundled", "--split", "train", "-a", "fgm",
+                                    "-o", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "--split train needs the files" in res.output, res.output

@@ -85,12 +85,18 @@ def demo_command(dataset: str, num_images: int, target_offset: int, output: Path
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--download", is_flag=True,
               help="Fetch missing dataset files from the official URLs first (needs internet).")
-@click.option("--defense", type=click.Choice(["none", "distillation"]), default="none",
-              show_default=True, help="distillation: defensive distillation (Papernot et al. "
-              "2016; App. H): teacher and student at --temperature, deployed at T = 1.")
+@click.option("--defense", type=click.Choice(["none", "distillation", "adversarial"]),
+              default="none", show_default=True,
+              help="distillation: defensive distillation (Papernot et al. 2016; App. H), teacher "
+              "and student at --temperature, deployed at T = 1; adversarial: the clean training "
+              "set plus the successful examples of --adv-examples, with their true labels.")
 @click.option("--temperature", type=float, default=None, help="T of --defense distillation.")
+@click.option("--adv-examples", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="Run folder of `strattack eval --split train` "
+              "(--defense adversarial).")
 def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int | None,
-                  seed: int, download: bool, defense: str, temperature: float | None) -> None:
+                  seed: int, download: bool, defense: str, temperature: float | None,
+                  adv_examples: Path | None) -> None:
     """Train the paper's MNIST / CIFAR-10 network (Appendix F) and save it as safetensors.
 
     The shipped weights were made with: strattack train --dataset mnist --data-root
@@ -101,7 +107,8 @@ def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int |
     from .commands.train import train
 
     with _library_errors():
-        train(dataset, out, data_root, epochs, seed, download, defense, temperature)
+        train(dataset, out, data_root, epochs, seed, download, defense, temperature,
+              adv_examples)
 
 
 @contextmanager
@@ -136,6 +143,9 @@ def _echo_lines(lines: list[str]) -> None:
               "[default with --bundled: mnist].")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data).")
+@click.option("--split", type=click.Choice(["test", "train"]), default=None,
+              help="Dataset split to attack [default: test]; train makes adversarial "
+              "training data (train --defense adversarial --adv-examples OUT).")
 @click.option("--bundled", is_flag=True, default=None,
               help="Use the 100 test images shipped with the package (no dataset files needed; "
               "--dataset defaults to mnist).")

@@ -4,37 +4,78 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from ..data import default_data_root
 from ..data.registry import DATASETS
 from ..errors import ConfigError, DataError
+from ..evaluation.store import STORE_NAME
 from ..models import training
+from .common import read_store
 
 __all__ = ["train"]
 
 
-DEFENSES = ("none", "distillation")
+DEFENSES = ("none", "distillation", "adversarial")
 
 
 def train(dataset: str, out: Path, data_root: Path | None = None, epochs: int | None = None,
           seed: int = 0, download: bool = False, defense: str = "none",
-          temperature: float | None = None) -> dict[str, float]:
+          temperature: float | None = None, adv_examples: Path | None = None
+          ) -> dict[str, float]:
     """Train ``dataset``'s network with the shipped recipe (``epochs`` overrides its length) on
     the files in ``data_root`` (default: $STRATTACK_DATA or ./data), fetched first with
     ``download``; save it to ``out`` as safetensors. ``defense="distillation"``: defensive
-    distillation at ``temperature`` (:func:`~strattack.models.training.distill`). Returns the
-    final metrics."""
-    _check_defense(defense, temperature)
+    distillation at ``temperature`` (:func:`~strattack.models.training.distill`);
+    ``defense="adversarial"``: the clean training set plus the successful adversarial examples
+    of the run folder ``adv_examples`` (:func:`adversarial_training_data`). Returns the final
+    metrics."""
+    _check_defense(defense, temperature, adv_examples)
     root = data_root if data_root is not None else default_data_root()
     if download:
         _download(dataset, root)
     if defense == "distillation":
         return training.distill(dataset, root, out, float(temperature), epochs=epochs, seed=seed)
-    return training.train(dataset, root, out, epochs=epochs, seed=seed)
+    extra = None
+    if defense == "adversarial":
+        extra = adversarial_training_data(Path(adv_examples), dataset, root)
+    return training.train(dataset, root, out, epochs=epochs, seed=seed, extra_train=extra)
 
 
-def _check_defense(defense: str, temperature: float | None) -> None:
+def adversarial_training_data(run: Path, dataset: str, data_root: Path
+                              ) -> tuple[Tensor, Tensor]:
+    """The successful adversarial examples of the `strattack eval --split train` store in
+    ``run`` (every attack in it), as images x0 + delta with their TRUE labels (Tramer et al.,
+    2018: data augmentation). DataError for a store of another dataset or split, or without a
+    successful example."""
+    with read_store(run / STORE_NAME) as store:
+        _check_source(store.meta(), run, dataset)
+        x_train, y_train = DATASETS[dataset].load_split(data_root, "train")
+        found = [r for key in store.attacks() for r in store.records(key, True) if r.success]
+    if not found:
+        raise DataError(f"{run} has no successful adversarial example to train on")
+    images = torch.stack([x_train[r.image] for r in found])
+    deltas = torch.stack([torch.from_numpy(r.perturbation) for r in found])
+    labels = torch.tensor([r.true_label for r in found])
+    if not torch.equal(labels, y_train[[r.image for r in found]]):
+        raise DataError(f"{run}: its true labels disagree with the training set in "
+                        f"{data_root}: is it the same data?")
+    return (images + deltas.to(images.dtype)).clamp(0, 1), labels
+
+
+def _check_source(meta: dict[str, str], run: Path, dataset: str) -> None:
+    if meta.get("dataset") != dataset or meta.get("split") != "train":
+        raise DataError(f"{run} holds examples of dataset {meta.get('dataset')!r}, split "
+                        f"{meta.get('split', 'test')!r}; adversarial training of {dataset} "
+                        f"needs `strattack eval --dataset {dataset} --split train ...`")
+
+
+def _check_defense(defense: str, temperature: float | None, adv_examples: Path | None) -> None:
     if defense not in DEFENSES:
         raise ConfigError(f"--defense must be one of {DEFENSES}, got {defense!r}")
+    if (defense == "adversarial") != (adv_examples is not None):
+        raise ConfigError("--adv-examples RUN goes with --defense adversarial (and it needs one)")
     if (defense == "distillation") != (temperature is not None):
         raise ConfigError("--temperature goes with --defense distillation (and it needs one)")
     if temperature is not None and not temperature > 0:

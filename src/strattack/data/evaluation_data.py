@@ -63,21 +63,27 @@ def check_dataset(dataset: str, bundled: bool = False) -> None:
 
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
                          bundled: bool = False, download: bool = False,
-                         ids: Sequence[int] | None = None) -> EvaluationData:
+                         ids: Sequence[int] | None = None, split: str = "test"
+                         ) -> EvaluationData:
     """``dataset``: ``"mnist"``, ``"cifar10"`` (test split; CIFAR-10 restricted to its exact
     images 0..845) or the path of an image folder with a ``labels.csv`` (ImageNet-style, see
     :func:`strattack.data.image_folder.load_image_folder`; 224x224 after resize + center crop).
     ``bundled``: use the 100 test images shipped with the package instead of ``data_root``;
     ``download``: fetch missing MNIST / CIFAR-10 files into ``data_root`` first.
     ``ids``: only these images (dataset indices, in this order); an image folder then decodes
-    only those files (decoding all 1,000 ImageNet sample images takes over a minute)."""
+    only those files (decoding all 1,000 ImageNet sample images takes over a minute).
+    ``split``: ``"train"`` attacks a named dataset's training split (ids are training-set
+    indices), e.g. to make adversarial training data."""
+    if split != "test" and (bundled or dataset not in DATASETS):
+        raise ConfigError(f"--split {split} needs the files of a named dataset "
+                          f"({', '.join(DATASETS)}), not bundled samples or an image folder")
     if dataset in DATASETS:
         info = DATASETS[dataset]
         if bundled:
             images, labels, all_ids = load_samples(dataset)
         else:
             root = Path(data_root) if data_root is not None else default_data_root()
-            images, labels = info.load_test(root, download=download)
+            images, labels = info.load_split(root, split, download=download)
             all_ids = torch.arange(len(images))
         data = EvaluationData(dataset, images, labels, all_ids, list(info.class_names),
                               info.group_size)

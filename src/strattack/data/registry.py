@@ -16,13 +16,18 @@ from ..errors import ConfigError
 from .cifar10 import CIFAR10_CLASSES, load_cifar10
 from .mnist import load_mnist
 
-__all__ = ["DatasetInfo", "DATASETS", "NAMED_DATASETS", "dataset_info", "CIFAR10_EXACT_TEST"]
+__all__ = ["DatasetInfo", "DATASETS", "NAMED_DATASETS", "SPLITS", "dataset_info",
+           "CIFAR10_EXACT_TEST"]
 
 Loader = Callable[..., tuple[Tensor, Tensor]]
 
 #: CIFAR-10 test images 0..845 are bit-identical with the official release in the shared
 #: benchmark data (the rest were decoded from JPEG copies): evaluations use only those.
 CIFAR10_EXACT_TEST = 846
+
+#: The splits an evaluation can attack: the test split (the tables), or the training split (to
+#: make adversarial examples for adversarial training, App. H).
+SPLITS = ("test", "train")
 
 #: Group size r = S of the paper's ImageNet experiments (Sec. 7 / App. F), for image folders.
 IMAGE_FOLDER_GROUP_SIZE = 13
@@ -50,8 +55,14 @@ class DatasetInfo:
         """The bundled model trained on it (``load_pretrained`` name)."""
         return self.name
 
-    def load_test(self, root: Path, download: bool = False) -> tuple[Tensor, Tensor]:
-        images, labels = self.loader(root, split="test", download=download)
+    def load_split(self, root: Path, split: str = "test", download: bool = False
+                   ) -> tuple[Tensor, Tensor]:
+        """The ``split`` ("test": only the images evaluations may use; or "train")."""
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        images, labels = self.loader(root, split=split, download=download)
+        if split == "train":
+            return images, labels
         return images[: self.test_size], labels[: self.test_size]
 
 

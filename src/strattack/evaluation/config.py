@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data.registry import DATASETS
+from ..data.registry import DATASETS, SPLITS
 from ..errors import ConfigError
 from .runner import AttackSpec
 from .store import STORE_NAME
@@ -147,6 +147,12 @@ def _shard(value: Any, where: str) -> tuple[int, int]:
         raise ConfigError(f"{where}: {err}") from err
 
 
+def _split(value: Any, where: str) -> str:
+    if value not in SPLITS:
+        raise ConfigError(f"{where} must be one of {', '.join(SPLITS)}, got {value!r}")
+    return value
+
+
 def _device(value: Any, where: str) -> str:
     try:
         return check_device(_text(value, where))
@@ -162,7 +168,7 @@ CHECKS: dict[str, Check] = {
     "weights": _path, "attacks": _names, "settings": _names, "only": _names,
     "num_images": _positive, "indices": _int_list, "targets": _targets,
     "num_targets": _positive, "seed": _integer, "batch_size": _positive, "device": _device,
-    "threads": _positive, "shard": _shard, "out": _path, "progress": _flag,
+    "threads": _positive, "shard": _shard, "out": _path, "progress": _flag, "split": _split,
 }
 
 
@@ -235,6 +241,7 @@ class EvalConfig:
     data_root: Path | None = None
     bundled: bool = False
     download: bool = False
+    split: str = "test"                 # "train": adversarial examples for adversarial training
     model: str | None = None            # default: the dataset's bundled model
     weights: Path | None = None
     num_images: int | None = None       # first N correctly classified images (None: all)

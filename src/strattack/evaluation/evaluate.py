@@ -60,10 +60,11 @@ def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
     if config.indices is None:
         # Only the chosen images are kept (an image folder is decoded only as far as needed).
         return first_correct(model, config.dataset, config.num_images, config.data_root,
-                             config.bundled, config.download, device=config.device)
+                             config.bundled, config.download, device=config.device,
+                             split=config.split)
     try:
         data = load_evaluation_data(config.dataset, config.data_root, config.bundled,
-                                    config.download, ids=config.indices)
+                                    config.download, ids=config.indices, split=config.split)
     except ConfigError as err:
         raise ConfigError(f"--indices: {err}") from err
     data, misclassified = drop_misclassified(model, data, config.device)
@@ -99,6 +100,8 @@ def store_meta(config: EvalConfig, data: EvaluationData) -> dict[str, str]:
             else str(Path(config.dataset).resolve()),
             "bundled": str(config.bundled), "model": config.model_spec,
             "weights": str(config.weights), "group_size": str(data.group_size)}
+    if config.split != "test":      # recorded only then: earlier test-split stores resume
+        meta["split"] = config.split
     if config.named_dataset and not config.bundled:
         # Where the images were (absolute): report and explain read them back from there.
         meta["data_root"] = str(Path(config.data_root or default_data_root()).resolve())

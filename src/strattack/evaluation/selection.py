@@ -35,12 +35,12 @@ def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labe
 def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | None,
                   data_root: str | Path | None = None, bundled: bool = False,
                   download: bool = False, chunk: int = 64,
-                  device: str | torch.device = "cpu") -> EvaluationData:
+                  device: str | torch.device = "cpu", split: str = "test") -> EvaluationData:
     """The first ``limit`` images of ``dataset`` that ``model`` classifies correctly (all of
     them for ``None``). An image folder is decoded ``chunk`` images at a time and only as far
     as needed; a named dataset is loaded whole (it is already in memory-friendly arrays)."""
     if dataset in DATASETS or bundled or limit is None:
-        data = load_evaluation_data(dataset, data_root, bundled, download)
+        data = load_evaluation_data(dataset, data_root, bundled, download, split=split)
         rows = correctly_classified(model, data.images.to(device), data.labels, limit)
         return data.subset(torch.tensor(rows, dtype=torch.long))
 

@@ -64,7 +64,8 @@ def load_store_context(store: ResultStore, data_root: str | Path | None = None,
     recorded = meta.get("data_root")
     try:
         root = data_root if data_root is not None else recorded
-        data = load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True", ids=ids)
+        data = load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True", ids=ids,
+                                    split=meta.get("split", "test"))
     except FileNotFoundError as err:
         if data_root is not None or recorded is None:
             raise

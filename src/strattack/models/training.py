@@ -312,6 +312,7 @@ def train(
     num_threads: int = 2,
     limit_train: int | None = None,
     adversarial: AdversarialTraining | None = None,
+    extra_train: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, float]:
     """Train the ``dataset`` network and save its ``Normalized`` state dict to ``out_path``.
 
@@ -324,6 +325,8 @@ def train(
         num_threads: CPU threads for torch.
         limit_train: use only the first N training images (for smoke tests).
         adversarial: train on PGD examples instead of clean ones (robust model of Table 2).
+        extra_train: (images, labels) added to the training set, e.g. adversarial examples
+            with their true labels (adversarial training by data augmentation, App. H).
 
     Returns:
         Final test accuracies: ``{"test_acc": ...}`` plus ``"exact_acc"`` for
@@ -332,12 +335,18 @@ def train(
     torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
     x_train, y_train, x_test, y_test = _data(dataset, data_root, limit_train)
+    if extra_train is not None:
+        x_train = torch.cat([x_train, extra_train[0].to(x_train.dtype)])
+        y_train = torch.cat([y_train, extra_train[1].to(y_train.dtype)])
     schedule = Schedule.of(dataset, epochs, batch_size, max_lr)
     model, result = fit(dataset, x_train, y_train, x_test, y_test, schedule, gen,
                         adversarial=adversarial)
     save_model(model, out_path, {"dataset": dataset, "epochs": str(schedule.epochs),
                                  "seed": str(seed),
                                  **({"adversarial": repr(adversarial)} if adversarial else {}),
+                                 **({"defense": "adversarial training (data augmentation)",
+                                     "adv_examples": str(len(extra_train[1]))}
+                                    if extra_train is not None else {}),
                                  **{k: f"{v:.4f}" for k, v in result.items()}})
     return result
 
