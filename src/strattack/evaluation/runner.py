@@ -277,45 +277,22 @@ def run_evaluation(
     bar = _progress(progress, _expected_passes(left, costs))
     try:
         for spec, key in zip(specs, keys):
-            attack = ATTACKS[spec.name]
             pending, pos = todo[key], 0
             while pos < len(pending):
                 # Another process writing the same store (e.g. a helper run for one attack)
                 # may have finished some of these meanwhile: never attack them twice.
                 finished = store.done(key).union(*(o.done(key) for o in finished_elsewhere))
-                batch = []
-                while pos < len(pending) and len(batch) < batch_size:
-                    if pending[pos] in finished:
-                        summary.skipped[spec.display] += 1
-                        left[key] -= 1
-                    else:
-                        batch.append(pending[pos])
-                    pos += 1
+                batch, pos, skipped = _next_batch(pending, pos, finished, batch_size)
+                summary.skipped[spec.display] += skipped
+                left[key] -= skipped
                 if bar is not None:
                     _show_progress(bar, spec.display, len(pending) - left[key], len(pending),
                                    _expected_passes(left, costs))
                 if not batch:
                     continue
-                idx = torch.tensor([row_of[i] for i, _ in batch], device=device)
-                x = inputs[idx]
-                y = labels[idx]
-                target = torch.tensor([t for _, t in batch], device=device)
-                untargeted = (target == UNTARGETED).all().item()
-                if not untargeted and (target == UNTARGETED).any():
-                    raise ValueError("a batch mixes targeted and untargeted examples")
-                start = time.perf_counter()
-                # Every model pass inside the attack moves the bar (bar.update is cheap and
-                # redraws at most ~10 times a second). Without a bar, a caller's hook stays.
-                with report_passes(bar.update) if bar is not None else nullcontext():
-                    if untargeted:
-                        result = attack(model, x, y, targeted=False, **spec.params)
-                    else:
-                        result = attack(model, x, target, targeted=True, true_labels=y,
-                                        **spec.params)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # the seconds must include queued GPU work
-                seconds = time.perf_counter() - start
-                records = _records(batch, y.cpu(), result, groups, seconds, device_name)
+                rows = torch.tensor([row_of[i] for i, _ in batch], device=device)
+                records = _attack_batch(model, inputs[rows], labels[rows], batch, spec, bar,
+                                        groups, device_name)
                 store.write(key, records)
                 costs[key].add(records)          # later batches' estimates learn from it
                 left[key] -= len(batch)
@@ -329,6 +306,44 @@ def run_evaluation(
             bar.close()
         summary.seconds = time.perf_counter() - start_all
     return summary
+
+
+def _next_batch(pending: Sequence[tuple[int, int]], pos: int, finished: set[tuple[int, int]],
+                batch_size: int) -> tuple[list[tuple[int, int]], int, int]:
+    """Up to ``batch_size`` examples of ``pending`` from ``pos`` on that are not ``finished``:
+    (batch, next position, examples skipped as finished on the way)."""
+    batch, skipped = [], 0
+    while pos < len(pending) and len(batch) < batch_size:
+        if pending[pos] in finished:
+            skipped += 1
+        else:
+            batch.append(pending[pos])
+        pos += 1
+    return batch, pos, skipped
+
+
+def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
+                  batch: Sequence[tuple[int, int]], spec: AttackSpec, bar: Any,
+                  groups: GroupSpec | None, device_name: str) -> list[ExampleRecord]:
+    """One batched attack call on the examples ``batch`` (images x, true labels y), timed, as
+    store records."""
+    target = torch.tensor([t for _, t in batch], device=x.device)
+    untargeted = bool((target == UNTARGETED).all())
+    if not untargeted and (target == UNTARGETED).any():
+        raise ValueError("a batch mixes targeted and untargeted examples")
+    attack = ATTACKS[spec.name]
+    start = time.perf_counter()
+    # Every model pass inside the attack moves the bar (bar.update is cheap and redraws at most
+    # ~10 times a second). Without a bar, a caller's hook stays.
+    with report_passes(bar.update) if bar is not None else nullcontext():
+        if untargeted:
+            result = attack(model, x, y, targeted=False, **spec.params)
+        else:
+            result = attack(model, x, target, targeted=True, true_labels=y, **spec.params)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)  # the seconds must include queued GPU work
+    seconds = time.perf_counter() - start
+    return _records(batch, y.cpu(), result, groups, seconds, device_name)
 
 
 def _expected_passes(left: Mapping[str, int], costs: Mapping[str, CostTally]) -> float | None:
