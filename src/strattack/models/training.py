@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..data import load_cifar10, load_mnist
-from ..data.registry import CIFAR10_EXACT_TEST
+from ..data.registry import DATASETS
 from .pretrained import build_model
 
 __all__ = ["TrainConfig", "CONFIGS", "AdversarialTraining", "Schedule", "pgd_linf", "train",
@@ -106,8 +105,7 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: i
 
 
 def _load(dataset: str, root: Path, split: str) -> tuple[Tensor, Tensor]:
-    loader = load_mnist if dataset == "mnist" else load_cifar10
-    return loader(root, split=split)
+    return DATASETS[dataset].loader(root, split=split)
 
 
 def augment(x: Tensor, padding: int, hflip: bool, gen: torch.Generator) -> Tensor:
@@ -275,8 +273,8 @@ def fit(dataset: str, x_train: Tensor, targets: Tensor, x_test: Tensor, y_test: 
 def _test_accuracies(model: nn.Module, dataset: str, x_test: Tensor, y_test: Tensor
                      ) -> dict[str, float]:
     result = {"test_acc": evaluate(model, x_test, y_test)}
-    if dataset == "cifar10":       # the exact test images 0..845 that evaluations use
-        n = CIFAR10_EXACT_TEST
+    n = DATASETS[dataset].test_size
+    if n is not None:       # the test images evaluations use (CIFAR-10: the exact 0..845)
         result["exact_acc"] = evaluate(model, x_test[:n], y_test[:n])
     return result
 
