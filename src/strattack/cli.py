@@ -1,5 +1,5 @@
-"""Command line: ``strattack demo | train | eval | report | merge | explain``. Thin: parsing and
-printing; each command calls one library function (:mod:`strattack.commands`, or
+"""Command line: ``strattack demo | train | eval | report | merge | explain | transfer``. Thin:
+parsing and printing; each command calls one library function (:mod:`strattack.commands`, or
 :func:`strattack.evaluation.evaluate.evaluate` for eval) and maps its typed errors."""
 from __future__ import annotations
 
@@ -287,6 +287,36 @@ def explain_command(run_dir: Path | None, **options: Any) -> None:
 
     with _library_errors():
         result = explain(ExplainOptions(run_dir, **options))
+    _echo_lines(result.lines)
+    click.echo("wrote " + ", ".join(str(p) for p in result.written))
+
+
+@main.command("transfer")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--model", "models", multiple=True, required=True,
+              help="Receiving model (repeatable): a bundled name or package.module:callable, as "
+              "in eval; a model with an input_size (H, W) attribute gets the images resized.")
+@click.option("--weights", multiple=True, metavar="[SPEC=]FILE",
+              help="Weights of a module:callable or architecture model; with several --model "
+              "write SPEC=FILE (repeatable).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Dataset folder [default: the one eval recorded in the store].")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+              help="torch device, e.g. cpu or cuda.")
+@THREADS_OPTION
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for transfer.sqlite, transfer.csv, transfer.json and transfer.png "
+              "[default: RUN_DIR].")
+def transfer_command(run_dir: Path, **options: Any) -> None:
+    """Transferability (Table 3): evaluate the adversarial examples of a `strattack eval` run on
+    other models, forward passes only. Only the examples that succeeded on the source model are
+    transferred; each model's clean baseline (chance) is shown beside its rates. Resumable:
+    results go to OUT/transfer.sqlite per batch and a rerun skips what is done."""
+    from .commands.transfer import transfer
+
+    with _library_errors(), _store_errors(run_dir / STORE_NAME):
+        result = transfer(run_dir, log=click.echo, **options)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

@@ -245,6 +245,11 @@ class ResultStore:
         rows = self._db.execute("SELECT key, label FROM attacks WHERE label IS NOT NULL")
         return dict(rows.fetchall())
 
+    def example_columns(self) -> frozenset[str]:
+        """Columns of ``examples`` in this file (a read-only store written by another version or
+        program may lack some, e.g. ``perturbation``)."""
+        return frozenset(self._columns["examples"])
+
     def done(self, key: str) -> set[tuple[int, int]]:
         """(image, target) pairs already finished for the attack ``key``."""
         rows = self._db.execute("SELECT image, target FROM examples WHERE attack = ?", (key,))
