@@ -143,7 +143,8 @@ def test_train_command_distills_when_asked(tmp_path, monkeypatch):
     assert list(seen) == ["distill"] and seen["distill"][0][3] == 10.0
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "mnist_robust", "mnist_distilled"])
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "mnist_robust", "mnist_distilled",
+                                  "cifar10_distilled"])
 def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
     """On the 100 bundled test images, within 3 binomial standard errors (at least 1 image) of
     the test accuracy recorded in the weights' metadata."""
@@ -160,7 +161,7 @@ def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
         acc = (load_pretrained(name)(x).argmax(1) == y).float().mean().item()
     tolerance = max(3 * (recorded * (1 - recorded) / len(y)) ** 0.5, 1 / len(y))
     assert abs(acc - recorded) <= tolerance, (acc, recorded)
-    if name == "mnist_distilled":
+    if name.endswith("_distilled"):
         assert meta["defense"] == "distillation" and meta["temperature"] == "100"
 
 
