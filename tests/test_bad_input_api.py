@@ -29,12 +29,7 @@ IDS = ["str_attack", "str_attack_linf", "admm", "cw_l2", "cw_linf", "ead", "fgm"
 WITH_CONFIDENCE = EVERY_ATTACK[:6]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cnn_case(n: int = 2):

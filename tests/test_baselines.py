@@ -17,12 +17,7 @@ EAD = dict(binary_search_steps=5, max_iterations=150, initial_const=1.0)
 SEARCH = dict(grid_steps=8, search_steps=10, rtol=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)      # tiny tensors: threading only adds overhead on a busy machine
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_problem(n: int = 4, seed: int = 0, dtype=torch.float64):

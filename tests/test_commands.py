@@ -22,13 +22,7 @@ from strattack.evaluation.evaluate import evaluate
 from strattack.evaluation.store import ResultStore, StoreError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _evaluate(out, targets="next", **options):

@@ -14,12 +14,7 @@ from strattack.models import training
 from strattack.models.pretrained import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("temperature", [1.0, 10.0, 100.0])

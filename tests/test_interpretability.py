@@ -19,13 +19,7 @@ from strattack.viz.interpretability import (plot_asm_panels, plot_cam_panels,
                                             plot_is_vs_percentile)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP contention on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(got: torch.Tensor, want: torch.Tensor, rtol: float = 1e-10, atol: float = 1e-12) -> None:

@@ -98,7 +98,7 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _shown(items: Sequence[Any], limit: int = 20) -> str:
+def shown(items: Sequence[Any], limit: int = 20) -> str:
     """``items`` for a message, cut after ``limit`` (a run may drop hundreds)."""
     return ", ".join(map(str, items[:limit])) + (f", ... ({len(items)} in all)"
                                                  if len(items) > limit else "")
@@ -122,7 +122,7 @@ def _int_list(value: Any, where: str) -> tuple[int, ...]:
         raise ConfigError(f"{where}: no value given")
     repeated = sorted({n for n in numbers if numbers.count(n) > 1})
     if repeated:
-        raise ConfigError(f"{where}: {_shown(repeated)} given more than once; list each once")
+        raise ConfigError(f"{where}: {shown(repeated)} given more than once; list each once")
     return tuple(numbers)
 
 

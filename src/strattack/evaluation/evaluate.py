@@ -12,7 +12,7 @@ from ..data import default_data_root
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..errors import ConfigError
 from ..models.loading import load_model
-from .config import STORE_NAME, EvalConfig, _shown
+from .config import STORE_NAME, EvalConfig, shown
 from .runner import RunSummary, device_description, run_evaluation
 from .selection import drop_misclassified, first_correct
 from .store import ResultStore
@@ -70,7 +70,7 @@ def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
     data, misclassified = drop_misclassified(model, data, config.device)
     if misclassified:
         warn(f"skipping {len(misclassified)} of {len(config.indices)} images that the model "
-             f"already misclassifies (--indices {_shown(misclassified)})")
+             f"already misclassifies (--indices {shown(misclassified)})")
     if not len(data.ids):
         raise ConfigError("--indices: the model misclassifies every chosen image; nothing to "
                           "attack")
@@ -87,7 +87,7 @@ def _tasks(config: EvalConfig, data: EvaluationData, warn: Say) -> list[tuple[in
     same = true_class_targets(ids, labels, config.targets)
     if same:
         warn(f"left out {len(same)} (image, target) pairs whose target is the image's true "
-             f"class: {_shown(same)}")
+             f"class: {shown(same)}")
     if not tasks:
         raise ConfigError("no (image, target) example left to attack; choose other --targets "
                           "or images")
