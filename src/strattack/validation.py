@@ -215,9 +215,7 @@ def _expected(hint: Any) -> str:
 
 
 def keyword_arguments(fn: Callable[..., Any], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of a call (a TypeError for an unknown name or a missing one, as
-    Python gives), without the forwarded ``**kwargs``: the attack they go to checks those."""
-    bound = inspect.signature(fn).bind(*args, **kwargs)
-    return {k: v for k, v in bound.arguments.items()
-            if inspect.signature(fn).parameters[k].kind != inspect.Parameter.VAR_KEYWORD}
+                      kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call by name (a TypeError for an unknown name or a missing one, as
+    Python gives)."""
+    return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)

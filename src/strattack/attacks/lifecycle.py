@@ -149,11 +149,9 @@ def public_attack(fn: F) -> F:
         with eval_mode(model):
             adapted = _adapted(model, work)
             rest = {k: v for k, v in arguments.items() if k not in POSITIONAL}
-            extra = {k: v for k, v in kwargs.items() if k not in arguments}
-            result = fn(adapted, inputs.to(work), labels, **rest, **extra)
+            result = fn(adapted, inputs.to(work), labels, **rest)
             if work != inputs.dtype:
-                result = _back_to_input_dtype(result, inputs, adapted, labels,
-                                              {**rest, **extra})
+                result = _back_to_input_dtype(result, inputs, adapted, labels, rest)
         return result
 
     return typing.cast(F, attack)
