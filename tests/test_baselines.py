@@ -373,3 +373,40 @@ def test_target_equal_to_true_label_is_rejected():
     for attack in ATTACKS:
         with pytest.raises(ValueError, match="target equals the true label"):
             attack(model, x, torch.tensor([1, 2]), targeted=True, true_labels=torch.tensor([0, 2]))
+
+
+class FlatAtInput(torch.nn.Module):
+    """Two classes on one-pixel images: logit 1 = 10 relu(x - 0.55), logit 0 = 0.1. At x0 = 0.5
+    every gradient is exactly zero, so a start at x0 never moves; from a uniform start in
+    [0.4, 0.6] a quarter of the draws land where the gradient points to x = 0.6 (logit 1 = 0.5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return torch.cat([torch.full_like(x, 0.1), 10 * torch.relu(x - 0.55)], dim=1)
+
+
+def test_ifgsm_random_start_escapes_a_flat_input_and_x0_start_does_not():
+    x0, y = torch.full((400, 1, 1, 1), 0.5), torch.zeros(400, dtype=torch.long)
+    plain = ifgsm(FlatAtInput(), x0, y, norm="linf", epsilon=0.1, steps=10)
+    assert not plain.success.any()
+    torch.manual_seed(0)
+    pgd = ifgsm(FlatAtInput(), x0, y, norm="linf", epsilon=0.1, steps=10, random_start=True)
+    assert 0.18 < pgd.success.float().mean().item() < 0.32     # P(U(0.4, 0.6) > 0.55) = 0.25
+    assert (pgd.adv[pgd.success] > 0.55).all()
+    assert ((pgd.adv - x0).abs() <= 0.1).all()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_is_uniform_in_the_ball_and_within_budget(norm):
+    from strattack.attacks.fast_gradient import _uniform_in_ball
+    torch.manual_seed(1)
+    x0 = torch.full((2000, 1, 2, 2), 0.5)
+    eps = torch.full((2000,), 0.2)
+    delta = (_uniform_in_ball(x0, eps, norm) - x0).flatten(1)
+    if norm == "linf":
+        assert delta.abs().max() <= 0.2
+        assert abs(delta.mean().item()) < 0.01 and abs(delta.abs().mean().item() - 0.1) < 0.005
+    else:
+        r = delta.norm(dim=1) / 0.2
+        assert r.max() <= 1 + 1e-6
+        assert abs((r ** 4).mean().item() - 0.5) < 0.03        # uniform in volume: r^d ~ U(0, 1)

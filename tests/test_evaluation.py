@@ -628,3 +628,25 @@ def test_an_unusable_device_is_a_clear_error_before_any_work(tmp_path, monkeypat
                                     "--target", "5", "--device", "cuda", "-o", str(out)])
     assert res.exit_code == 2 and "no usable CUDA device" in res.output, res.output
     assert not out.exists()                            # nothing written
+
+
+@pytest.mark.parametrize("successes,n", [(0, 10), (5, 10), (10, 10), (67, 100), (998, 1000)])
+def test_wilson_interval_matches_the_score_test_inversion(successes, n):
+    # Reference: the Wilson interval is {p : |rate - p| <= z sqrt(p (1 - p) / n)}, scanned on a grid.
+    from strattack.evaluation.report import wilson_interval
+    rate, z = successes / n, 1.959964
+    grid = torch.linspace(0, 1, 200001, dtype=torch.float64)
+    inside = grid[(rate - grid).abs() <= z * (grid * (1 - grid) / n).sqrt()]
+    low, high = wilson_interval(rate, n)
+    assert low == pytest.approx(inside.min().item(), abs=2e-5)
+    assert high == pytest.approx(inside.max().item(), abs=2e-5)
+
+
+def test_report_rows_carry_the_interval_over_images():
+    records = [record(image=i, target=t, success=(i < 3 or t == 1)) for i in range(5)
+               for t in (1, 2)]
+    rows = {r["case"]: r for r in case_rows("a", records)}
+    assert rows["average"]["ASR %"] == 80.0
+    from strattack.evaluation.report import wilson_interval
+    low, high = wilson_interval(0.8, 5)                 # n = 5 images, not 10 examples
+    assert rows["average"]["ASR 95% CI"] == f"[{100 * low:.1f}, {100 * high:.1f}]"

@@ -72,6 +72,19 @@ def _descent_direction(grad: Tensor, norm: str) -> Tensor:
     return -grad * per_image(scale, grad)
 
 
+def _uniform_in_ball(x0: Tensor, eps: Tensor, norm: str) -> Tensor:
+    """A point drawn uniformly from the norm ball of radius eps (n,) around each image, projected
+    on the box. l2: a Gaussian direction times eps * U^(1/d) (uniform in volume)."""
+    if norm == "linf":
+        noise = (2 * torch.rand_like(x0) - 1) * per_image(eps, x0)
+    else:
+        direction = torch.randn_like(x0)
+        direction = direction / per_image(direction.flatten(1).norm(dim=1).clamp_min(1e-12), x0)
+        radius = eps * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype) ** (1 / x0[0].numel())
+        noise = direction * per_image(radius, x0)
+    return project_budget(x0, x0 + noise, eps, norm)
+
+
 def _check_common(norm: str, loss: str, epsilon: float | None, max_epsilon: float | None,
                   grid_steps: int, search_steps: int, rtol: float) -> None:
     check_choice("norm", norm, ("linf", "l2"))
@@ -207,11 +220,15 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
           grid_steps: int = 10,
           search_steps: int = 10,
           rtol: float = 1e-3,
+          random_start: bool = False,
           true_labels: Tensor | None = None) -> AttackResult:
     """Iterative FGM (IFGSM / BIM): ``steps`` steps x <- P(x + a * d(x)), with d as in
     :func:`fgm` taken at the current iterate, step a = ``step_fraction`` x eps (default 1/steps, so
     10 steps of eps/10 as in Appendix F), and P the projection on the eps-ball of the norm
-    (clip for linf, rescaling for l2) and on the box after every step, starting from x0.
+    (clip for linf, rescaling for l2) and on the box after every step, starting from x0, or with
+    ``random_start`` from a point drawn uniformly in the eps-ball around x0 (then projected on
+    the box): that is PGD (Madry et al., 2018; their MNIST attack: 40 steps of 0.01 at eps = 0.3,
+    ``steps=40, step_fraction=1/30``). The draw uses torch's global generator (seed it).
 
     The result of a run is the last iterate if it is adversarial, else the last adversarial
     iterate met on the way (the forward pass that gives each gradient also tells whether that
@@ -232,12 +249,12 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
         def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
             x0_i = x0[idx]
             alpha = per_image(eps * fraction, x0_i)
-            x = x0_i
+            x = _uniform_in_ball(x0_i, eps, norm) if random_start else x0_i
             found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
             found_adv = x0_i.clone()
             for k in range(steps):
                 grad, margin = _gradient(call, x, idx, loss, "iterations")
-                if k > 0:                            # x_k, k >= 1, is a candidate too
+                if k > 0 or random_start:            # every iterate but x0 is a candidate
                     hit = margin < 0
                     found_adv[hit] = x[hit]
                     found |= hit

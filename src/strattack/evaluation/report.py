@@ -9,6 +9,11 @@ Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out
 * **worst case**: per image, the hardest target: if every target succeeded, the one with the
   largest ``rank_by`` norm; an image with any failed target is a failure in the worst case.
   ASR = images whose targets all succeeded / images.
+* **ASR 95% CI**: Wilson score interval with the *images* as the independent units. For best
+  and worst case each image is one Bernoulli outcome. For the average case with k targets per
+  image the ASR is a mean over images of per-image rates; a mean of k Bernoulli(p) outcomes has
+  variance at most p(1 - p) (reached when the targets of an image succeed or fail together), so
+  the interval at n = images is conservative; with one example per image it is exact Wilson.
 * Norms (l0, l1, l2, linf, nonzero groups) are means over the successful examples of the case
   (so an attack that fails more can show smaller norms: read them next to the ASR).
 * Model passes and seconds per example are means over *all* examples of the attack (the cost
@@ -30,16 +35,30 @@ from pathlib import Path
 from .store import ExampleRecord, ResultStore
 
 __all__ = ["CASES", "COST_COLUMNS", "NORMS", "case_rows", "cost_rows", "default_labels",
-           "ratio_rows", "report_rows", "store_labels", "write_report"]
+           "ratio_rows", "report_rows", "store_labels", "wilson_interval", "write_report"]
 
 CASES = ("best", "average", "worst")
 NORMS = ("l0", "l1", "l2", "linf")
-REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "l0", "l1", "l2", "linf",
+REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "ASR 95% CI", "l0", "l1", "l2", "linf",
                   "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def wilson_interval(rate: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (Wilson, 1927) for a success rate observed on n units."""
+    if n == 0 or math.isnan(rate):
+        return math.nan, math.nan
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _interval_text(rate: float, n: int) -> str:
+    low, high = wilson_interval(rate, n)
+    return "n/a" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
@@ -76,7 +95,8 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
         else:
             raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
         row: dict[str, object] = {"attack": label, "case": case, "images": len(by_image),
-                                  "examples": len(records), "ASR %": 100.0 * asr}
+                                  "examples": len(records), "ASR %": 100.0 * asr,
+                                  "ASR 95% CI": _interval_text(asr, len(by_image))}
         for name in (*NORMS, "groups"):
             row[name] = _mean([getattr(r, name) for r in chosen])
         row["fwd/ex"] = forward
