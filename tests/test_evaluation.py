@@ -592,6 +592,9 @@ def test_first_correct_decodes_an_image_folder_only_as_far_as_needed(tmp_path, m
     assert some.ids.tolist() == [7, 2] and torch.equal(some.images, full.images[[7, 2]])
     with pytest.raises(ValueError, match=r"images \[10\] are not in the dataset"):
         load_evaluation_data(str(folder), ids=[10])
+    # a model of another input size (EfficientNet-Lite1: 240) gets crops of its size
+    assert load_evaluation_data(str(folder), ids=[1], image_size=96).images.shape == (1, 3, 96, 96)
+    assert first_correct(ByBrightness(), str(folder), 2, image_size=96).images.shape[-2:] == (96, 96)
 
 
 def test_only_runs_the_chosen_attacks_of_a_config_and_rejects_unknown_ones(tmp_path):

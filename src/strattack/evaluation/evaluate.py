@@ -57,14 +57,18 @@ def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
     """The chosen images the model classifies correctly: the first ``num_images`` of them, or
     those of ``indices`` (the misclassified ones left out with a warning: an attack on them
     "succeeds" for free, l0 = 0, and would skew every mean)."""
+    # An image folder is cropped to the model's input size (EfficientNet-Lite1: 240) if it
+    # declares one; else 224.
+    size = int(getattr(model, "input_size", (224, 224))[0])
     if config.indices is None:
         # Only the chosen images are kept (an image folder is decoded only as far as needed).
         return first_correct(model, config.dataset, config.num_images, config.data_root,
                              config.bundled, config.download, device=config.device,
-                             split=config.split)
+                             split=config.split, image_size=size)
     try:
         data = load_evaluation_data(config.dataset, config.data_root, config.bundled,
-                                    config.download, ids=config.indices, split=config.split)
+                                    config.download, ids=config.indices, split=config.split,
+                                    image_size=size)
     except ConfigError as err:
         raise ConfigError(f"--indices: {err}") from err
     data, misclassified = drop_misclassified(model, data, config.device)

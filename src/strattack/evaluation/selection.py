@@ -35,12 +35,14 @@ def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labe
 def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | None,
                   data_root: str | Path | None = None, bundled: bool = False,
                   download: bool = False, chunk: int = 64,
-                  device: str | torch.device = "cpu", split: str = "test") -> EvaluationData:
+                  device: str | torch.device = "cpu", split: str = "test",
+                  image_size: int = 224) -> EvaluationData:
     """The first ``limit`` images of ``dataset`` that ``model`` classifies correctly (all of
-    them for ``None``). An image folder is decoded ``chunk`` images at a time and only as far
+    them for ``None``); ``image_size``: the crop of an image folder. An image folder is decoded ``chunk`` images at a time and only as far
     as needed; a named dataset is loaded whole (it is already in memory-friendly arrays)."""
     if dataset in DATASETS or bundled or limit is None:
-        data = load_evaluation_data(dataset, data_root, bundled, download, split=split)
+        data = load_evaluation_data(dataset, data_root, bundled, download, split=split,
+                                    image_size=image_size)
         rows = correctly_classified(model, data.images.to(device), data.labels, limit)
         return data.subset(torch.tensor(rows, dtype=torch.long))
 
@@ -48,7 +50,8 @@ def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | 
     parts: list[EvaluationData] = []
     found = 0
     for start in range(0, size, chunk):
-        part = load_evaluation_data(dataset, ids=range(start, min(start + chunk, size)))
+        part = load_evaluation_data(dataset, ids=range(start, min(start + chunk, size)),
+                                    image_size=image_size)
         rows = correctly_classified(model, part.images.to(device), part.labels, limit - found)
         parts.append(part.subset(torch.tensor(rows, dtype=torch.long)))
         found += len(rows)

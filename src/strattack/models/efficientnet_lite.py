@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["EfficientNetLite0", "MBConvBlock", "LITE0_STAGES"]
+__all__ = ["EfficientNetLite", "EfficientNetLite0", "MBConvBlock", "LITE0_STAGES", "LITE_VARIANTS",
+           "efficientnet_lite", "lite_stages", "round_filters"]
 
 #: Stages of EfficientNet-Lite0: (repeats, kernel, stride, expand_ratio, in_ch, out_ch).
 #: The first block of a stage has the given stride and ``in_ch``; repeats use stride 1.
@@ -48,6 +49,36 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+
+#: The Lite variants of the reference builder (TF model garden, ``efficientnet_lite_builder``):
+#: name -> (width multiplier, depth multiplier, input resolution).
+LITE_VARIANTS: dict[str, tuple[float, float, int]] = {
+    "efficientnet_lite0": (1.0, 1.0, 224),
+    "efficientnet_lite1": (1.0, 1.1, 240),
+    "efficientnet_lite2": (1.1, 1.2, 260),
+}
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width`` and rounded to a multiple of ``divisor``, never more than 10%
+    below the scaled value (the reference builder's rule)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def lite_stages(width: float, depth: float) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """:data:`LITE0_STAGES` scaled: repeats x ``depth`` rounded up and channels x ``width``, except
+    that Lite keeps the stem input (32 channels) and the repeats of the first and last stage."""
+    last = len(LITE0_STAGES) - 1
+    stages = []
+    for i, (repeats, k, stride, expand, in_ch, out_ch) in enumerate(LITE0_STAGES):
+        fixed = i in (0, last)
+        stages.append((repeats if fixed else math.ceil(depth * repeats), k, stride, expand,
+                       in_ch if i == 0 else round_filters(in_ch, width),
+                       round_filters(out_ch, width)))
+    return tuple(stages)
+
 
 # TensorFlow BatchNorm defaults of EfficientNet: momentum 0.99 (PyTorch: 1 - 0.99), eps 1e-3.
 _BN_MOMENTUM = 0.01
@@ -131,8 +162,9 @@ class MBConvBlock(nn.Module):
         return out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 ImageNet classifier (4.7M parameters).
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite ImageNet classifier; the defaults give Lite0 (4.7M parameters),
+    ``width``/``depth`` of :data:`LITE_VARIANTS` give Lite1 and Lite2 (240 and 260 pixels).
 
     Input: ``(N, 3, H, W)`` normalised with mean 0.5 and std 0.5 per channel (i.e.
     pixels mapped to ``[-1, 1]``; wrap in :class:`~strattack.models.nets.Normalized`
@@ -147,20 +179,22 @@ class EfficientNetLite0(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 1000, dropout: float = 0.2, drop_connect_rate: float = 0.2
+        self, num_classes: int = 1000, dropout: float = 0.2, drop_connect_rate: float = 0.2,
+        width: float = 1.0, depth: float = 1.0,
     ) -> None:
         super().__init__()
         self.drop_connect_rate = drop_connect_rate
         self._conv_stem = SameConv2d(3, 32, 3, stride=2)
         self._bn0 = _bn(32)
+        stages = lite_stages(width, depth)
         blocks: list[nn.Module] = []
-        for repeats, k, stride, expand, in_ch, out_ch in LITE0_STAGES:
+        for repeats, k, stride, expand, in_ch, out_ch in stages:
             for r in range(repeats):
                 blocks.append(
                     MBConvBlock(in_ch if r == 0 else out_ch, out_ch, k, stride if r == 0 else 1, expand)
                 )
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(LITE0_STAGES[-1][5], 1280, 1, bias=False)
+        self._conv_head = nn.Conv2d(stages[-1][5], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         # A module (no parameters, state dict unchanged) rather than F.relu6, so that hooks and
         # strattack.interpretability.find_cam_layers see the exact map that is average-pooled.
@@ -188,3 +222,16 @@ class EfficientNetLite0(nn.Module):
         """Logits ``classifier(dropout(mean over H, W of features(x)))``: ``(N, num_classes)``."""
         pooled = self.features(x).mean(dim=(2, 3))
         return self._fc(self._dropout(pooled))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (width and depth 1.0, 224 pixels): :class:`EfficientNetLite` with its
+    defaults, kept as a name of its own."""
+
+
+def efficientnet_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
+    """The untrained network of a :data:`LITE_VARIANTS` name, e.g. ``"efficientnet_lite2"``."""
+    width, depth, _ = LITE_VARIANTS[name]
+    if name == "efficientnet_lite0":
+        return EfficientNetLite0(num_classes)
+    return EfficientNetLite(num_classes, width=width, depth=depth)

