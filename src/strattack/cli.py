@@ -94,9 +94,10 @@ def demo_command(dataset: str, num_images: int, target_offset: int, output: Path
 @click.option("--adv-examples", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="Run folder of `strattack eval --split train` "
               "(--defense adversarial).")
+@THREADS_OPTION
 def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int | None,
                   seed: int, download: bool, defense: str, temperature: float | None,
-                  adv_examples: Path | None) -> None:
+                  adv_examples: Path | None, threads: int | None) -> None:
     """Train the paper's MNIST / CIFAR-10 network (Appendix F) and save it as safetensors.
 
     The shipped weights were made with: strattack train --dataset mnist --data-root
@@ -108,7 +109,7 @@ def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int |
 
     with _library_errors():
         train(dataset, out, data_root, epochs, seed, download, defense, temperature,
-              adv_examples)
+              adv_examples, threads)
 
 
 @contextmanager

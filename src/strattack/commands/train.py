@@ -22,25 +22,27 @@ DEFENSES = ("none", "distillation", "adversarial")
 
 def train(dataset: str, out: Path, data_root: Path | None = None, epochs: int | None = None,
           seed: int = 0, download: bool = False, defense: str = "none",
-          temperature: float | None = None, adv_examples: Path | None = None
-          ) -> dict[str, float]:
+          temperature: float | None = None, adv_examples: Path | None = None,
+          threads: int | None = None) -> dict[str, float]:
     """Train ``dataset``'s network with the shipped recipe (``epochs`` overrides its length) on
     the files in ``data_root`` (default: $STRATTACK_DATA or ./data), fetched first with
     ``download``; save it to ``out`` as safetensors. ``defense="distillation"``: defensive
     distillation at ``temperature`` (:func:`~strattack.models.training.distill`);
     ``defense="adversarial"``: the clean training set plus the successful adversarial examples
-    of the run folder ``adv_examples`` (:func:`adversarial_training_data`). Returns the final
-    metrics."""
+    of the run folder ``adv_examples`` (:func:`adversarial_training_data`). ``threads``: torch
+    CPU threads (default: torch's). Returns the final metrics."""
     _check_defense(defense, temperature, adv_examples)
     root = data_root if data_root is not None else default_data_root()
     if download:
         _download(dataset, root)
     if defense == "distillation":
-        return training.distill(dataset, root, out, float(temperature), epochs=epochs, seed=seed)
+        return training.distill(dataset, root, out, float(temperature), epochs=epochs, seed=seed,
+                                num_threads=threads)
     extra = None
     if defense == "adversarial":
         extra = adversarial_training_data(Path(adv_examples), dataset, root)
-    return training.train(dataset, root, out, epochs=epochs, seed=seed, extra_train=extra)
+    return training.train(dataset, root, out, epochs=epochs, seed=seed, extra_train=extra,
+                          num_threads=threads)
 
 
 def adversarial_training_data(run: Path, dataset: str, data_root: Path

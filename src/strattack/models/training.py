@@ -307,7 +307,7 @@ def train(
     seed: int = 0,
     batch_size: int | None = None,
     max_lr: float | None = None,
-    num_threads: int = 2,
+    num_threads: int | None = None,
     limit_train: int | None = None,
     adversarial: AdversarialTraining | None = None,
     extra_train: tuple[Tensor, Tensor] | None = None,
@@ -320,7 +320,7 @@ def train(
         out_path: destination ``.safetensors`` file.
         epochs, batch_size, max_lr: override the defaults in :data:`CONFIGS`.
         seed: seeds python, numpy, torch and the shuffling/augmentation generator.
-        num_threads: CPU threads for torch.
+        num_threads: CPU threads for torch (default: torch's, which follows OMP_NUM_THREADS).
         limit_train: use only the first N training images (for smoke tests).
         adversarial: train on PGD examples instead of clean ones (robust model of Table 2).
         extra_train: (images, labels) added to the training set, e.g. adversarial examples
@@ -330,7 +330,8 @@ def train(
         Final test accuracies: ``{"test_acc": ...}`` plus ``"exact_acc"`` for
         CIFAR-10 (test images ``0..845``).
     """
-    torch.set_num_threads(num_threads)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
     x_train, y_train, x_test, y_test = _data(dataset, data_root, limit_train)
     if extra_train is not None:
@@ -356,7 +357,7 @@ def distill(
     temperature: float,
     epochs: int | None = None,
     seed: int = 0,
-    num_threads: int = 2,
+    num_threads: int | None = None,
     limit_train: int | None = None,
 ) -> dict[str, float]:
     """Defensive distillation (Papernot et al., 2016): a teacher trained with softmax(logits / T)
@@ -367,7 +368,8 @@ def distill(
     accuracies in its metadata; returns the student's accuracies (and the teacher's)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    torch.set_num_threads(num_threads)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
     x_train, y_train, x_test, y_test = _data(dataset, data_root, limit_train)
     schedule = Schedule.of(dataset, epochs)
