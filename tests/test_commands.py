@@ -75,6 +75,18 @@ def test_report_returns_the_tables_and_writes_the_files(run, tmp_path):
     assert not (run / "report.csv").exists()          # --out, not the run folder
 
 
+def test_report_in_the_papers_convention_writes_its_own_files(run, tmp_path):
+    result = report(run, figures=False, out=tmp_path, convention="paper")
+    assert [p.name for p in result.written] == ["report-paper.csv", "report-paper.json"]
+    assert result.lines[-1].startswith("convention paper")
+    ours = report(run, figures=False, out=tmp_path)
+    # one target per image here: the conventions agree but for l0's 1e-7 threshold
+    for a, b in zip(result.rows, ours.rows):
+        assert a["ASR %"] == b["ASR %"] and a["l2"] == b["l2"] and a["l0"] <= b["l0"]
+    with pytest.raises(ValueError, match="convention must be one of"):
+        report(run, figures=False, out=tmp_path, convention="authors")
+
+
 def test_report_without_a_store_or_examples_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no store"):
         report(tmp_path)

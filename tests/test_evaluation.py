@@ -653,3 +653,33 @@ def test_report_rows_carry_the_interval_over_images():
     from strattack.evaluation.report import wilson_interval
     low, high = wilson_interval(0.8, 5)                 # n = 5 images, not 10 examples
     assert rows["average"]["ASR 95% CI"] == f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def test_paper_convention_picks_best_and_worst_per_norm():
+    from strattack.evaluation.report import paper_case_rows
+    records = [record(0, 1, l0=5, l2=3), record(0, 2, l0=9, l2=1), record(0, 3, success=False),
+               record(1, 1, l0=4, l2=2), record(1, 2, l0=6, l2=5), record(1, 3, l0=1, l2=9)]
+    paper = {r["case"]: r for r in paper_case_rows("a", records)}
+    ours = {r["case"]: r for r in case_rows("a", records)}
+    assert (paper["best"]["l0"], paper["best"]["l2"]) == ((5 + 1) / 2, (1 + 2) / 2)
+    assert (ours["best"]["l0"], ours["best"]["l2"]) == ((9 + 4) / 2, (1 + 2) / 2)   # l2-ranked
+    assert (paper["worst"]["l0"], paper["worst"]["l2"], paper["worst"]["ASR %"]) == (6, 9, 50.0)
+    assert (ours["worst"]["l0"], ours["worst"]["l2"]) == (1, 9)
+
+
+def test_paper_average_case_is_one_reproducible_random_target_per_image():
+    from strattack.evaluation.report import paper_case_rows
+    # 300 images x 3 targets: target t has l2 = t and only target 3 fails
+    records = [record(i, t, success=t != 3, l2=float(t)) for i in range(300) for t in (1, 2, 3)]
+    avg = [r for r in paper_case_rows("a", records) if r["case"] == "average"][0]
+    assert avg == [r for r in paper_case_rows("a", records) if r["case"] == "average"][0]
+    assert abs(avg["ASR %"] - 200 / 3) < 8                     # 2 of 3 targets succeed
+    assert 1.35 < avg["l2"] < 1.65                             # mean of the picks among {1, 2}
+    other = [r for r in paper_case_rows("a", records, seed=1) if r["case"] == "average"][0]
+    assert other["l2"] != avg["l2"]
+
+
+def test_paper_l0_counts_entries_of_at_least_1e7():
+    from strattack.evaluation.report import with_paper_l0
+    delta = np.array([0, 5e-8, 1e-7, -2e-7, 0.3], np.float32).reshape(1, 1, 5)
+    assert with_paper_l0(record(0, 1, perturbation=delta)).l0 == 3

@@ -221,9 +221,13 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.csv, report.json, ratios.json and the figures "
               "[default: RUN_DIR].")
+@click.option("--convention", type=click.Choice(["ours", "paper"]), default="ours",
+              show_default=True, help="paper: the authors' evaluation code (best/worst per "
+              "norm, one random target per image for the average, l0 at |delta| >= 1e-7); "
+              "written as report-paper.csv/json.")
 def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
                    data_root: Path | None, ratios: tuple[tuple[str, str], ...],
-                   out: Path | None) -> None:
+                   out: Path | None, convention: str) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes report.csv and report.json (+ PNG figures) into RUN_DIR or
@@ -231,7 +235,7 @@ def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
     from .commands.report import report
 
     with _library_errors():
-        result = report(run_dir, rank_by, figures, examples, data_root, ratios, out)
+        result = report(run_dir, rank_by, figures, examples, data_root, ratios, out, convention)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

@@ -20,6 +20,9 @@ __all__ = ["ReportResult", "report"]
 
 LEGEND = ("best/worst: easiest/hardest target by {rank_by}; norms are means over successful "
           "examples; passes/ex and s/ex over all examples")
+PAPER_LEGEND = ("convention paper (the authors' code): best/worst chosen per norm, average over "
+                "one random target per image, l0 counts |delta| >= 1e-7; passes/ex and s/ex "
+                "over all examples")
 
 
 @dataclass
@@ -34,19 +37,20 @@ class ReportResult:
 
 def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: int = 4,
            data_root: Path | None = None, ratios: Sequence[tuple[str, str]] = (),
-           out: Path | None = None) -> ReportResult:
+           out: Path | None = None, convention: str = "ours") -> ReportResult:
     """Report of ``run_dir``'s store into ``out`` (default: ``run_dir``): report.csv and
     report.json, ratios.json for ``ratios`` (numerator, denominator labels), and with
     ``figures`` l0 histograms and group heatmaps (``examples`` per attack). The store is only
-    read."""
+    read. ``convention="paper"``: the authors' case definitions
+    (:func:`~strattack.evaluation.report.paper_case_rows`), written as report-paper.csv/json."""
     path = store_path(run_dir)
     out = writable_folder(out or run_dir, "report")
     with read_store(path) as store:
-        rows = report_rows(store, rank_by=rank_by)
+        rows = report_rows(store, rank_by=rank_by, convention=convention)
         if not rows:
             raise DataError(f"{path} has no finished examples yet")
         lines = [markdown_table(rows, REPORT_COLUMNS), *_cost_per_device(store, rows)]
-        written = write_report(rows, out)
+        written = write_report(rows, out, "report" if convention == "ours" else "report-paper")
         if ratios:
             table, path = _write_ratios(rows, ratios, out)
             lines.append(table)
@@ -55,7 +59,8 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
             paths, notes = _figures(store, out, examples, data_root)
             lines += notes
             written += paths
-    return ReportResult([*lines, LEGEND.format(rank_by=rank_by)], rows, written)
+    legend = LEGEND.format(rank_by=rank_by) if convention == "ours" else PAPER_LEGEND
+    return ReportResult([*lines, legend], rows, written)
 
 
 def store_path(run_dir: Path) -> Path:

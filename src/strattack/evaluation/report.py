@@ -22,22 +22,33 @@ Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out
   (``nan``): a mean over a CPU and a GPU would describe neither.
 
 For untargeted runs (one example per image) the three cases coincide.
+
+``convention="paper"`` (:func:`paper_case_rows`) computes the cases the way the authors'
+evaluation code does instead: best and worst case per norm, the average case over one random
+target per image, l0 counting |delta| >= 1e-7.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from .store import ExampleRecord, ResultStore
 
-__all__ = ["CASES", "COST_COLUMNS", "NORMS", "case_rows", "cost_rows", "default_labels",
+__all__ = ["CASES", "CONVENTIONS", "COST_COLUMNS", "NORMS", "case_rows", "paper_case_rows",
+           "with_paper_l0", "cost_rows", "default_labels",
            "ratio_rows", "report_rows", "store_labels", "wilson_interval", "write_report"]
 
 CASES = ("best", "average", "worst")
+CONVENTIONS = ("ours", "paper")
+PAPER_L0_THRESHOLD = 1e-7
 NORMS = ("l0", "l1", "l2", "linf")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "ASR 95% CI", "l0", "l1", "l2", "linf",
                   "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
@@ -66,18 +77,8 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
     """One row per case for one attack's examples (definitions in the module docstring)."""
     if rank_by not in NORMS:
         raise ValueError(f"rank_by must be one of {NORMS}, got {rank_by!r}")
-    by_image: dict[int, list[ExampleRecord]] = defaultdict(list)
-    for r in records:
-        by_image[r.image].append(r)
-    forward = _mean([r.forward_passes for r in records])
-    backward = _mean([r.backward_passes for r in records])
-    devices = Counter(r.device or "not recorded" for r in records)
-    if len(devices) <= 1:
-        seconds = _mean([r.seconds for r in records])
-        device = next(iter(devices), "not recorded")
-    else:
-        seconds = math.nan
-        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items()))
+    by_image = _by_image(records)
+    cost = _cost_columns(records)
     rows = []
     for case in cases:
         if case == "average":
@@ -94,18 +95,78 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
             asr = len(chosen) / len(by_image) if by_image else math.nan
         else:
             raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
-        row: dict[str, object] = {"attack": label, "case": case, "images": len(by_image),
-                                  "examples": len(records), "ASR %": 100.0 * asr,
-                                  "ASR 95% CI": _interval_text(asr, len(by_image))}
-        for name in (*NORMS, "groups"):
-            row[name] = _mean([getattr(r, name) for r in chosen])
-        row["fwd/ex"] = forward
-        row["bwd/ex"] = backward
-        row["passes/ex"] = forward + backward
-        row["s/ex"] = seconds
-        row["device"] = device
-        rows.append(row)
+        norms = {name: _mean([getattr(r, name) for r in chosen]) for name in (*NORMS, "groups")}
+        rows.append(_row(label, case, by_image, records, asr, norms, cost))
     return rows
+
+
+def paper_case_rows(label: str, records: Sequence[ExampleRecord], seed: int = 0
+                    ) -> list[dict[str, object]]:
+    """The cases as the authors' evaluation code computes them (``--convention paper``; issue
+    19): best / worst case chosen **per norm** (best-case l0 = mean over images of the smallest
+    l0 among the image's successful targets, best-case l2 likewise, possibly of another
+    target; worst case: the largest, over images whose targets all succeeded), and the average
+    case over **one random target per image** (drawn from ``seed`` and the image index, so
+    reproducible). ASR as in :func:`case_rows` for best and worst. l0 should count |delta| >=
+    1e-7 (see :func:`with_paper_l0`)."""
+    by_image = _by_image(records)
+    cost = _cost_columns(records)
+    rows = []
+    for case in CASES:
+        if case == "average":
+            picks = [random.Random(seed * 1_000_003 + image).choice(group)
+                     for image, group in sorted(by_image.items())]
+            chosen_by_norm = {name: [r for r in picks if r.success] for name in (*NORMS, "groups")}
+            asr = sum(r.success for r in picks) / len(picks) if picks else math.nan
+        else:
+            pick = min if case == "best" else max
+            groups = [[r for r in g if r.success] for g in by_image.values()]
+            groups = [ok for ok, g in zip(groups, by_image.values())
+                      if ok and (case == "best" or len(ok) == len(g))]
+            chosen_by_norm = {name: [pick(ok, key=lambda r: getattr(r, name)) for ok in groups]
+                              for name in (*NORMS, "groups")}
+            asr = len(groups) / len(by_image) if by_image else math.nan
+        norms = {name: _mean([getattr(r, name) for r in chosen])
+                 for name, chosen in chosen_by_norm.items()}
+        rows.append(_row(label, case, by_image, records, asr, norms, cost))
+    return rows
+
+
+def with_paper_l0(record: ExampleRecord) -> ExampleRecord:
+    """The record with l0 = entries with |delta| >= 1e-7 (the authors' count) instead of != 0;
+    needs the stored perturbation."""
+    return replace(record, l0=float((np.abs(record.perturbation) >= PAPER_L0_THRESHOLD).sum()))
+
+
+def _by_image(records: Sequence[ExampleRecord]) -> dict[int, list[ExampleRecord]]:
+    by_image: dict[int, list[ExampleRecord]] = defaultdict(list)
+    for r in records:
+        by_image[r.image].append(r)
+    return by_image
+
+
+def _cost_columns(records: Sequence[ExampleRecord]) -> dict[str, object]:
+    """Passes and seconds per example over all examples, and where they ran (s/ex left out for
+    a mix of devices: a mean over a CPU and a GPU would describe neither)."""
+    forward = _mean([r.forward_passes for r in records])
+    backward = _mean([r.backward_passes for r in records])
+    devices = Counter(r.device or "not recorded" for r in records)
+    if len(devices) <= 1:
+        seconds = _mean([r.seconds for r in records])
+        device = next(iter(devices), "not recorded")
+    else:
+        seconds = math.nan
+        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items()))
+    return {"fwd/ex": forward, "bwd/ex": backward, "passes/ex": forward + backward,
+            "s/ex": seconds, "device": device}
+
+
+def _row(label: str, case: str, by_image: dict[int, list[ExampleRecord]],
+         records: Sequence[ExampleRecord], asr: float, norms: dict[str, float],
+         cost: dict[str, object]) -> dict[str, object]:
+    return {"attack": label, "case": case, "images": len(by_image), "examples": len(records),
+            "ASR %": 100.0 * asr, "ASR 95% CI": _interval_text(asr, len(by_image)), **norms,
+            **cost}
 
 
 def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: str,
@@ -132,17 +193,25 @@ def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: s
 
 
 def report_rows(store: ResultStore, rank_by: str = "l2",
-                labels: dict[str, str] | None = None) -> list[dict[str, object]]:
+                labels: dict[str, str] | None = None, convention: str = "ours"
+                ) -> list[dict[str, object]]:
     """Rows for every attack in the store, case-major within each attack.
 
     ``labels`` maps attack keys to display names; by default the name plus the parameters that
-    differ between stored attacks of the same name."""
+    differ between stored attacks of the same name. ``convention``: ``"ours"`` (cases ranked by
+    ``rank_by``, :func:`case_rows`) or ``"paper"`` (the authors' code: per-norm cases, one
+    random target per image, l0 at |delta| >= 1e-7; :func:`paper_case_rows`)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    paper = convention == "paper"
     attacks = store.attacks()
     labels = labels or store_labels(store)
     rows: list[dict[str, object]] = []
     for key in attacks:
-        records = list(store.records(key))
-        if records:
+        records = list(store.records(key, with_perturbation=paper))
+        if records and paper:
+            rows += paper_case_rows(labels[key], [with_paper_l0(r) for r in records])
+        elif records:
             rows += case_rows(labels[key], records, rank_by)
     return rows
 
