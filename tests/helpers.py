@@ -49,3 +49,47 @@ def count_passes(model: nn.Module) -> dict[str, int]:
     model.register_full_backward_hook(
         lambda m, gi, go: seen.__setitem__("bwd", seen["bwd"] + go[0].shape[0]))
     return seen
+
+
+def synthetic_mnist(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is the brightest of 10 horizontal bands: learnable in one epoch."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 2 + 2 * c : 4 + 2 * c] = 0.9
+    return x, y
+
+
+def fake_mnist(monkeypatch, n_train: int = 12) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The mnist entry of the registry reading a small synthetic training split (and 8 test
+    images), so that training and ``--split train`` run without the dataset files."""
+    from dataclasses import replace
+
+    from strattack.data.registry import DATASETS
+
+    data = {"train": synthetic_mnist(n_train, 5), "test": synthetic_mnist(8, 6)}
+    monkeypatch.setitem(DATASETS, "mnist", replace(
+        DATASETS["mnist"], loader=lambda root, split="test", download=False: data[split]))
+    return data
+
+
+def record_fit_calls(monkeypatch) -> list[tuple[dict, nn.Module]]:
+    """Spy on ``strattack.models.training.fit``: the list fills with (its arguments by name,
+    defaults included; the model it returned), one per call, e.g. teacher then student."""
+    import inspect
+
+    from strattack.models import training
+
+    calls: list[tuple[dict, nn.Module]] = []
+    real_fit = training.fit
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(real_fit).bind(*args, **kwargs)
+        bound.apply_defaults()
+        model, result = real_fit(*args, **kwargs)
+        calls.append((dict(bound.arguments), model))
+        return model, result
+
+    monkeypatch.setattr(training, "fit", spy)
+    return calls

@@ -2,8 +2,6 @@
 computations, and the teacher -> soft labels -> student pipeline."""
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +10,8 @@ from safetensors.torch import load_file
 
 from strattack.models import training
 from strattack.models.pretrained import build_model
+
+from helpers import fake_mnist, record_fit_calls, synthetic_mnist
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,35 +39,16 @@ def test_soft_labels_are_the_teachers_softmax_at_t():
     assert torch.allclose(got, expected) and torch.allclose(got.sum(1), torch.ones(6))
 
 
-def _synthetic_mnist(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images whose class is the brightest of 10 horizontal bands: learnable in one epoch."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-    x = torch.rand(n, 1, 28, 28, generator=g) * 0.2
-    for i, c in enumerate(y.tolist()):
-        x[i, 0, 2 + 2 * c : 4 + 2 * c] = 0.9
-    return x, y
-
-
 def test_distill_trains_the_student_on_the_teachers_soft_labels_and_deploys_it_at_t1(
         tmp_path, monkeypatch):
-    data = {"train": _synthetic_mnist(96, 0), "test": _synthetic_mnist(32, 1)}
+    data = {"train": synthetic_mnist(96, 0), "test": synthetic_mnist(32, 1)}
     monkeypatch.setattr(training, "_load", lambda dataset, root, split: data[split])
-    calls = []
-    real_fit = training.fit
-
-    def spy(*args, **kwargs):
-        bound = inspect.signature(real_fit).bind(*args, **kwargs)
-        bound.apply_defaults()
-        model, result = real_fit(*args, **kwargs)
-        calls.append((bound.arguments["targets"], bound.arguments["temperature"], model))
-        return model, result
-
-    monkeypatch.setattr(training, "fit", spy)
+    calls = record_fit_calls(monkeypatch)
     out = tmp_path / "student.safetensors"
     result = training.distill("mnist", tmp_path, out, temperature=50.0, epochs=1,
                               num_threads=1)
-    (teacher_targets, t_teacher, teacher), (student_targets, t_student, student) = calls
+    (teacher_targets, t_teacher, teacher), (student_targets, t_student, student) = [
+        (arguments["targets"], arguments["temperature"], model) for arguments, model in calls]
     assert torch.equal(teacher_targets, data["train"][1]) and t_teacher == 50.0
     assert t_student == 50.0 and student_targets.is_floating_point()
     assert torch.allclose(student_targets, training.soft_labels(teacher, data["train"][0], 50.0))
@@ -162,18 +143,6 @@ def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
 
 # --- adversarial training by data augmentation (issue 14 §2) --------------------------------
 
-def _fake_mnist(monkeypatch, n_train: int = 12):
-    """The mnist entry of the registry reading a small synthetic training split."""
-    from dataclasses import replace
-
-    from strattack.data.registry import DATASETS
-
-    data = {"train": _synthetic_mnist(n_train, 5), "test": _synthetic_mnist(8, 6)}
-    monkeypatch.setitem(DATASETS, "mnist", replace(
-        DATASETS["mnist"], loader=lambda root, split="test", download=False: data[split]))
-    return data
-
-
 def _store(path, meta, records):
     import numpy as np
 
@@ -190,7 +159,7 @@ def test_adversarial_training_data_are_the_successful_examples_with_true_labels(
                                                                              monkeypatch):
     from strattack.commands.train import adversarial_training_data
 
-    data = _fake_mnist(monkeypatch)
+    data = fake_mnist(monkeypatch)
     x, y = data["train"]
     _store(tmp_path, {"dataset": "mnist", "split": "train"},
            [(0, 3, int(y[0]), True), (1, 4, int(y[1]), False), (5, 2, int(y[5]), True)])
@@ -209,7 +178,7 @@ def test_adversarial_training_rejects_a_store_of_another_dataset_or_split(tmp_pa
     from strattack.commands.train import adversarial_training_data
     from strattack.errors import DataError
 
-    _fake_mnist(monkeypatch)
+    fake_mnist(monkeypatch)
     _store(tmp_path, meta, [(0, 3, 0, True)])
     with pytest.raises(DataError, match=message):
         adversarial_training_data(tmp_path, "mnist", tmp_path)
@@ -222,7 +191,7 @@ def test_eval_on_the_training_split_feeds_train_defense_adversarial(tmp_path, mo
 
     from strattack.cli import main
 
-    data = _fake_mnist(monkeypatch)
+    data = fake_mnist(monkeypatch)
     model = tmp_path / "w.safetensors"
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--data-root", str(tmp_path),
                                     "--split", "train", "--targets", "untargeted", "-a", "fgm",

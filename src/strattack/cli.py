@@ -94,22 +94,28 @@ def demo_command(dataset: str, num_images: int, target_offset: int, output: Path
 @click.option("--adv-examples", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, help="Run folder of `strattack eval --split train` "
               "(--defense adversarial).")
+@click.option("--arch", type=click.Choice(["cnn", "mlp", "lenet5", "resnet", "vgg"]),
+              default="cnn", show_default=True,
+              help="Network: cnn, the paper's (App. F); or, for transferability (Table 3), an "
+              "MLP 512-512, LeNet-5, a ResNet-8 (16/32/64) or a VGG 32-32-P-64-64-P. Recorded "
+              "in the file: --model DATASET --weights FILE rebuilds it.")
 @THREADS_OPTION
 def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int | None,
                   seed: int, download: bool, defense: str, temperature: float | None,
-                  adv_examples: Path | None, threads: int | None) -> None:
+                  adv_examples: Path | None, arch: str, threads: int | None) -> None:
     """Train the paper's MNIST / CIFAR-10 network (Appendix F) and save it as safetensors.
 
     The shipped weights were made with: strattack train --dataset mnist --data-root
     ../shared/data --out mnist.safetensors (and --dataset cifar10 on a CIFAR-10 root); the
-    distilled MNIST student with --defense distillation --temperature 100 --epochs 4.
+    distilled MNIST student with --defense distillation --temperature 100 --epochs 4; the
+    MNIST zoo (mnist_mlp, ...) with --arch ARCH --epochs 3 (mnist_seed1: --seed 1).
     Evaluate weights you trained with: strattack eval --model mnist --weights FILE ...
     """
     from .commands.train import train
 
     with _library_errors():
         train(dataset, out, data_root, epochs, seed, download, defense, temperature,
-              adv_examples, threads)
+              adv_examples, threads, arch)
 
 
 @contextmanager

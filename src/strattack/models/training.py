@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..data.registry import DATASETS
-from .pretrained import build_model
+from .pretrained import ARCHITECTURES, build_model, check_architecture
 
 __all__ = ["TrainConfig", "CONFIGS", "AdversarialTraining", "Schedule", "pgd_linf", "train",
            "distill", "fit", "fold_temperature", "soft_labels", "training_loss", "evaluate", "main"]
@@ -214,8 +214,9 @@ def fold_temperature(model: nn.Module, temperature: float) -> nn.Module:
 
 def fit(dataset: str, x_train: Tensor, targets: Tensor, x_test: Tensor, y_test: Tensor,
         schedule: Schedule, gen: torch.Generator, temperature: float = 1.0,
-        adversarial: AdversarialTraining | None = None) -> tuple[nn.Module, dict[str, float]]:
-    """A fresh ``dataset`` network trained on (x_train, targets) with softmax(logits / T),
+        adversarial: AdversarialTraining | None = None, arch: str = "cnn"
+        ) -> tuple[nn.Module, dict[str, float]]:
+    """A fresh ``dataset`` network (architecture ``arch``, :data:`ARCHITECTURES`) trained on (x_train, targets) with softmax(logits / T),
     T = ``temperature``; ``targets``: class indices, or soft labels (distillation). Returns the
     model (eval mode) and its final test accuracies.
 
@@ -225,7 +226,7 @@ def fit(dataset: str, x_train: Tensor, targets: Tensor, x_test: Tensor, y_test: 
     T = 100 with this SGD recipe stayed at chance (loss 2.3026, 11.35% test accuracy after 4
     epochs on MNIST): the 1/T in the gradient starves it."""
     cfg = CONFIGS[dataset]
-    model = build_model(dataset)
+    model = build_model(dataset, arch)
     bs = schedule.batch_size
     steps_per_epoch = (len(x_train) + bs - 1) // bs
     opt, sched = _optimizer(model, dataset, schedule, steps_per_epoch)
@@ -311,6 +312,7 @@ def train(
     limit_train: int | None = None,
     adversarial: AdversarialTraining | None = None,
     extra_train: tuple[Tensor, Tensor] | None = None,
+    arch: str = "cnn",
 ) -> dict[str, float]:
     """Train the ``dataset`` network and save its ``Normalized`` state dict to ``out_path``.
 
@@ -325,11 +327,14 @@ def train(
         adversarial: train on PGD examples instead of clean ones (robust model of Table 2).
         extra_train: (images, labels) added to the training set, e.g. adversarial examples
             with their true labels (adversarial training by data augmentation, App. H).
+        arch: the network (:data:`ARCHITECTURES`): ``"cnn"``, the paper's, or a zoo network
+            for transferability; recorded in the file's metadata, which loading reads.
 
     Returns:
         Final test accuracies: ``{"test_acc": ...}`` plus ``"exact_acc"`` for
         CIFAR-10 (test images ``0..845``).
     """
+    check_architecture(arch)  # before any data is read
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
@@ -339,8 +344,9 @@ def train(
         y_train = torch.cat([y_train, extra_train[1].to(y_train.dtype)])
     schedule = Schedule.of(dataset, epochs, batch_size, max_lr)
     model, result = fit(dataset, x_train, y_train, x_test, y_test, schedule, gen,
-                        adversarial=adversarial)
-    save_model(model, out_path, {"dataset": dataset, "epochs": str(schedule.epochs),
+                        adversarial=adversarial, arch=arch)
+    save_model(model, out_path, {"dataset": dataset, "arch": arch,
+                                 "epochs": str(schedule.epochs),
                                  "seed": str(seed),
                                  **({"adversarial": repr(adversarial)} if adversarial else {}),
                                  **({"defense": "adversarial training (data augmentation)",
@@ -359,15 +365,18 @@ def distill(
     seed: int = 0,
     num_threads: int | None = None,
     limit_train: int | None = None,
+    arch: str = "cnn",
 ) -> dict[str, float]:
     """Defensive distillation (Papernot et al., 2016): a teacher trained with softmax(logits / T)
     labels the training set with its softmax at T; a student of the same architecture is
     trained at T on those soft labels and deployed at T = 1 (the saved model returns its raw
     logits, about T times larger than an undistilled model's). Same recipe as :func:`train`
     otherwise. The student is saved with ``defense``, ``temperature`` and both networks'
-    accuracies in its metadata; returns the student's accuracies (and the teacher's)."""
+    accuracies in its metadata; returns the student's accuracies (and the teacher's). Teacher
+    and student are both of architecture ``arch``."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_architecture(arch)  # before any data is read
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     gen = _seed_everything(seed)
@@ -375,12 +384,13 @@ def distill(
     schedule = Schedule.of(dataset, epochs)
     print(f"teacher at T = {temperature:g}", flush=True)
     teacher, teacher_result = fit(dataset, x_train, y_train, x_test, y_test, schedule, gen,
-                                  temperature)
+                                  temperature, arch=arch)
     soft = soft_labels(teacher, x_train, temperature)
     print(f"student at T = {temperature:g} on the teacher's soft labels", flush=True)
-    student, result = fit(dataset, x_train, soft, x_test, y_test, schedule, gen, temperature)
+    student, result = fit(dataset, x_train, soft, x_test, y_test, schedule, gen, temperature,
+                          arch=arch)
     result.update({f"teacher_{k}": v for k, v in teacher_result.items()})
-    save_model(student, out_path, {"dataset": dataset, "defense": "distillation",
+    save_model(student, out_path, {"dataset": dataset, "arch": arch, "defense": "distillation",
                                    "temperature": f"{temperature:g}",
                                    "epochs": str(schedule.epochs), "seed": str(seed),
                                    **{k: f"{v:.4f}" for k, v in result.items()}})
@@ -397,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", choices=ARCHITECTURES, default="cnn",
+                   help="network: the paper's CNN or a zoo network (strattack.models.zoo)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit-train", type=int, default=None)
     p.add_argument("--adv-eps", type=float, default=None,
@@ -409,13 +421,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.distill_temperature is not None:
         distill(a.dataset, a.data_root, a.out, a.distill_temperature, epochs=a.epochs,
-                seed=a.seed, num_threads=a.threads, limit_train=a.limit_train)
+                seed=a.seed, num_threads=a.threads, limit_train=a.limit_train, arch=a.arch)
         return
     adversarial = (None if a.adv_eps is None else
                    AdversarialTraining(a.adv_eps, a.adv_steps, a.adv_step_size, a.adv_ramp_epochs))
     train(a.dataset, a.data_root, a.out, epochs=a.epochs, seed=a.seed,
           batch_size=a.batch_size, max_lr=a.max_lr, num_threads=a.threads,
-          limit_train=a.limit_train, adversarial=adversarial)
+          limit_train=a.limit_train, adversarial=adversarial, arch=a.arch)
 
 
 if __name__ == "__main__":
