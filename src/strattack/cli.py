@@ -1,6 +1,7 @@
 """Command line: ``strattack demo | train | eval | report | merge | explain | transfer``. Thin:
 parsing and printing; each command calls one library function (:mod:`strattack.commands`, or
-:func:`strattack.evaluation.evaluate.evaluate` for eval) and maps its typed errors."""
+:func:`strattack.evaluation.evaluate.evaluate` for eval, ``evaluate_on_ray`` of
+:mod:`strattack.evaluation.distributed` for eval --ray) and maps its typed errors."""
 from __future__ import annotations
 
 import sqlite3
@@ -186,6 +187,15 @@ def _echo_lines(lines: list[str]) -> None:
               "OUT/results-shard-I-of-N.sqlite).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar [default: on].")
+@click.option("--ray", default=None, metavar="ADDRESS",
+              help="Run on Ray (pip install 'strattack[ray]'): local (start Ray here), auto (this "
+              "machine's cluster), HOST:PORT or ray://HOST:PORT. This process alone writes OUT.")
+@click.option("--ray-tasks", type=click.IntRange(1), default=None,
+              help="Shards with --ray [default: 4x the tasks the cluster runs at once].")
+@click.option("--gpus-per-task", type=click.FloatRange(0), default=None,
+              help="GPUs per --ray task (with --device cuda); 0.25: four tasks per GPU.")
+@click.option("--cpus-per-task", type=click.IntRange(1), default=None,
+              help="CPUs per --ray task, also its torch threads [default: 1].")
 def eval_command(config_path: Path | None, **options: Any) -> None:
     """Attack many images x targets; write each finished example to a resumable SQLite store.
 
@@ -196,18 +206,38 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
             -a str_attack -a cw_l2 -o runs/mnist
     """
     from .evaluation.config import EvalConfig
+    from .evaluation.distributed import evaluate_on_ray
     from .evaluation.evaluate import evaluate
 
     options["model"] = options.pop("model_spec")
     with _library_errors():
-        config = EvalConfig.from_sources(config_path, options)
+        ray = _ray_options(options)
+        config = EvalConfig.from_sources(config_path, options, device_here=ray is None)
         with _store_errors(config.store_path):
             try:
-                summary = evaluate(config, log=click.echo, warn=_warn)
+                summary = (evaluate(config, log=click.echo, warn=_warn) if ray is None else
+                           evaluate_on_ray(config, ray, log=click.echo, warn=_warn))
             except KeyboardInterrupt:
-                raise click.ClickException("interrupted: finished batches are saved; re-run "
-                                           "the same command to resume") from None
+                raise click.ClickException("interrupted: finished work is saved; re-run the "
+                                           "same command to resume") from None
     click.echo(f"done: {summary.line()}")
+
+
+def _ray_options(options: dict[str, Any]) -> Any:
+    """RayOptions of --ray and its companions (taken out of ``options``); None without --ray."""
+    from .errors import ConfigError
+    from .evaluation.distributed import RayOptions
+
+    address = options.pop("ray")
+    given = {name: options.pop(name) for name in ("ray_tasks", "gpus_per_task", "cpus_per_task")}
+    if address is None:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise ConfigError(f"--{stray[0].replace('_', '-')} needs --ray ADDRESS")
+        return None
+    return RayOptions(address, tasks=given["ray_tasks"],
+                      gpus_per_task=given["gpus_per_task"] or 0.0,
+                      cpus_per_task=given["cpus_per_task"] or 1)
 
 
 @main.command("report")

@@ -47,10 +47,7 @@ def shard_store_name(shard: tuple[int, int]) -> str:
 def check_device(text: str) -> str:
     """``text`` if torch can run there, else a ConfigError (not a traceback from torch's lazy
     CUDA initialisation when the first tensor is moved)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
+    device = _parse_device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{text!r}: this torch has no usable CUDA device (torch "
@@ -58,6 +55,13 @@ def check_device(text: str) -> str:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return text
+
+
+def _parse_device(text: str) -> torch.device:
+    try:
+        return torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
 
 
 def _integer(value: Any, where: str, minimum: int | None = None) -> int:
@@ -160,6 +164,17 @@ def _device(value: Any, where: str) -> str:
         raise ConfigError(f"{where}: {err}") from err
 
 
+def _device_name(value: Any, where: str) -> str:
+    """A torch device name, not checked against this machine (a run on a Ray cluster checks it
+    where it runs: a laptop without CUDA may send work to GPU nodes)."""
+    text = _text(value, where)
+    try:
+        _parse_device(text)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    return text
+
+
 Check = Callable[[Any, str], Any]
 
 #: How each option is checked, by its name (also its key in a configuration file).
@@ -257,12 +272,14 @@ class EvalConfig:
     origin: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_sources(cls, file: Path | None = None, options: Mapping[str, Any] | None = None
-                     ) -> "EvalConfig":
+    def from_sources(cls, file: Path | None = None, options: Mapping[str, Any] | None = None,
+                     *, device_here: bool = True) -> "EvalConfig":
         """The configuration of a TOML ``file`` (keys as the options' long names, ``[[attack]]``
-        tables) overridden by ``options`` (None or () values: not given)."""
+        tables) overridden by ``options`` (None or () values: not given). ``device_here=False``:
+        the device need not exist on this machine (the run happens elsewhere, e.g. on Ray)."""
         raw, origin = _merged(file, options or {})
-        values = {k: CHECKS[k](v, origin[k]) for k, v in raw.items() if k in CHECKS}
+        checks = CHECKS if device_here else {**CHECKS, "device": _device_name}
+        values = {k: checks[k](v, origin[k]) for k, v in raw.items() if k in checks}
         specs = attack_specs([*raw.get("attack", []), *({"name": n} for n in
                                                          values.pop("attacks", ()))],
                              values.pop("settings", ()))

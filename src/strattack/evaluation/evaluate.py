@@ -2,11 +2,13 @@
 into the run's store. The library function behind ``strattack eval``."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..data import default_data_root
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
@@ -18,15 +20,42 @@ from .selection import drop_misclassified, first_correct
 from .store import ResultStore
 from .tasks import make_tasks, true_class_targets
 
-__all__ = ["evaluate"]
+__all__ = ["Prepared", "evaluate", "images_by_id", "prepare", "run_header", "store_meta"]
 
 Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run attacks, before any attack: the model, the chosen images and every example of
+    the run (all shards: a shard picks its own from them)."""
+
+    model: Callable[[Tensor], Tensor]
+    data: EvaluationData
+    tasks: list[tuple[int, int]]
 
 
 def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSummary:
     """Attack the configured images x targets into ``config.store_path``; resumable (finished
     examples are skipped). ``log`` gets the header and progress lines, ``warn`` what was left
     out and why."""
+    run = prepare(config, warn)
+    data, tasks = run.data, run.tasks
+    log(run_header(config, data.name, len(data.ids), len(tasks),
+                   f"shard {config.shard[0]}/{config.shard[1]}; device "
+                   f"{device_description(torch.device(config.device))}"))
+    meta = store_meta(config, data.group_size)
+    with ResultStore(config.store_path, meta) as store, ExitStack() as stack:
+        return run_evaluation(run.model, data.images.to(config.device), data.labels, tasks,
+                              config.attacks, store, batch_size=config.batch_size,
+                              shard=config.shard, group_size=data.group_size,
+                              progress=config.progress, ids=data.ids.tolist(),
+                              finished_elsewhere=_earlier(config, data, stack), log=log)
+
+
+def prepare(config: EvalConfig, warn: Say = print) -> Prepared:
+    """Load the model, choose the images it classifies correctly and the examples to attack
+    (``warn`` says what was left out); seeds torch and sets its threads as configured."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -35,17 +64,16 @@ def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSumm
                           "existing image folder")
     model = load_model(config.model_spec, config.weights, device=config.device)
     data = _images(config, model, warn)
-    tasks = _tasks(config, data, warn)
-    log(f"{data.name}: {len(data.ids)} images x targets={_targets_text(config)} -> "
-        f"{len(tasks)} examples; attacks: {', '.join(s.display for s in config.attacks)}; "
-        f"shard {config.shard[0]}/{config.shard[1]}; device "
-        f"{device_description(torch.device(config.device))}; store {config.store_path}")
-    with ResultStore(config.store_path, store_meta(config, data)) as store, ExitStack() as stack:
-        return run_evaluation(model, data.images.to(config.device), data.labels, tasks,
-                              config.attacks, store, batch_size=config.batch_size,
-                              shard=config.shard, group_size=data.group_size,
-                              progress=config.progress, ids=data.ids.tolist(),
-                              finished_elsewhere=_earlier(config, data, stack), log=log)
+    return Prepared(model, data, _tasks(config, data, warn))
+
+
+def run_header(config: EvalConfig, dataset: str, images: int, examples: int,
+               placement: str) -> str:
+    """The line a run starts with: what it attacks, where (``placement``: shard and device, or
+    the Ray cluster) and into which store."""
+    return (f"{dataset}: {images} images x targets={_targets_text(config)} -> {examples} "
+            f"examples; attacks: {', '.join(s.display for s in config.attacks)}; {placement}; "
+            f"store {config.store_path}")
 
 
 def _targets_text(config: EvalConfig) -> str:
@@ -53,22 +81,30 @@ def _targets_text(config: EvalConfig) -> str:
     return t if isinstance(t, str) else ",".join(map(str, t))
 
 
+def images_by_id(config: EvalConfig, model: Callable, ids: Sequence[int]) -> EvaluationData:
+    """The images ``ids`` of the configured dataset (in this order), sized for the model."""
+    return load_evaluation_data(config.dataset, config.data_root, config.bundled,
+                                config.download, ids=ids, split=config.split,
+                                image_size=_input_size(model))
+
+
+def _input_size(model: Callable) -> int:
+    """The square side an image folder is cropped to: the model's input size if it declares
+    one (EfficientNet-Lite1: 240), else 224."""
+    return int(getattr(model, "input_size", (224, 224))[0])
+
+
 def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
     """The chosen images the model classifies correctly: the first ``num_images`` of them, or
     those of ``indices`` (the misclassified ones left out with a warning: an attack on them
     "succeeds" for free, l0 = 0, and would skew every mean)."""
-    # An image folder is cropped to the model's input size (EfficientNet-Lite1: 240) if it
-    # declares one; else 224.
-    size = int(getattr(model, "input_size", (224, 224))[0])
     if config.indices is None:
         # Only the chosen images are kept (an image folder is decoded only as far as needed).
         return first_correct(model, config.dataset, config.num_images, config.data_root,
                              config.bundled, config.download, device=config.device,
-                             split=config.split, image_size=size)
+                             split=config.split, image_size=_input_size(model))
     try:
-        data = load_evaluation_data(config.dataset, config.data_root, config.bundled,
-                                    config.download, ids=config.indices, split=config.split,
-                                    image_size=size)
+        data = images_by_id(config, model, config.indices)
     except ConfigError as err:
         raise ConfigError(f"--indices: {err}") from err
     data, misclassified = drop_misclassified(model, data, config.device)
@@ -98,12 +134,13 @@ def _tasks(config: EvalConfig, data: EvaluationData, warn: Say) -> list[tuple[in
     return tasks
 
 
-def store_meta(config: EvalConfig, data: EvaluationData) -> dict[str, str]:
-    """What a store must agree with to be resumed (plus where the images were, not compared)."""
+def store_meta(config: EvalConfig, group_size: int) -> dict[str, str]:
+    """What a store must agree with to be resumed (plus where the images were, not compared);
+    ``group_size``: the dataset's (:class:`EvaluationData`)."""
     meta = {"dataset": config.dataset if config.named_dataset
             else str(Path(config.dataset).resolve()),
             "bundled": str(config.bundled), "model": config.model_spec,
-            "weights": str(config.weights), "group_size": str(data.group_size)}
+            "weights": str(config.weights), "group_size": str(group_size)}
     if config.split != "test":      # recorded only then: earlier test-split stores resume
         meta["split"] = config.split
     if config.named_dataset and not config.bundled:
@@ -118,5 +155,5 @@ def _earlier(config: EvalConfig, data: EvaluationData, stack: ExitStack) -> list
     unsharded = config.out / STORE_NAME
     if config.shard == (0, 1) or not unsharded.exists():
         return []
-    meta = store_meta(config, data)
+    meta = store_meta(config, data.group_size)
     return [stack.enter_context(ResultStore(unsharded, meta, read_only=True))]

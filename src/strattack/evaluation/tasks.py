@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["UNTARGETED", "make_tasks", "in_shard", "parse_shard",
+__all__ = ["UNTARGETED", "make_tasks", "in_shard", "parse_shard", "shard_of",
            "true_class_targets"]
 
 #: Target value stored for untargeted examples.
@@ -72,7 +72,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def in_shard(image: int, target: int, shard: tuple[int, int]) -> bool:
+    """Whether the example is in shard ``(i, n)`` (see :func:`shard_of`)."""
+    i, n = shard
+    return shard_of(image, target, n) == i
+
+
+def shard_of(image: int, target: int, n: int) -> int:
     """Deterministic assignment of an example to one of n shards (a hash of (image, target),
     so it does not depend on which other examples are in the run or on their order)."""
-    i, n = shard
-    return zlib.crc32(f"{image}:{target}".encode()) % n == i
+    return zlib.crc32(f"{image}:{target}".encode()) % n
