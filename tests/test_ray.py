@@ -80,10 +80,11 @@ def test_ray_writes_the_store_of_a_local_run(ray_runtime, tmp_path):
 
 def test_a_worker_killed_mid_task_is_retried_and_recorded_once(ray_runtime, tmp_path):
     ray_runtime.touch()                       # the first shard task to write a batch dies
-    res = CliRunner().invoke(main, [*RUN, "-n", "3", "--ray", "local", "--ray-tasks", "3",
-                                    "-o", str(tmp_path)])
+    res = CliRunner().invoke(main, [*RUN, "-n", "3", "--batch-size", "4", "--ray", "local",
+                                    "--ray-tasks", "3", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert not ray_runtime.exists()           # the fault fired
+    assert "27/27" in res.output              # the progress bar counts examples
     assert re.search(r"^done: fgm: 27 attacked \(\d+ adversarial\), 0 already done in "
                      r"[\d.]+ s$", res.output, re.M), res.output    # a local run's line
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
