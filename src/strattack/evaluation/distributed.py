@@ -235,6 +235,8 @@ class _Shard:
 
 @dataclass(frozen=True)
 class _ShardResult:
+    """What a finished task sends back: its store, whole, and what it did."""
+
     index: int
     store: bytes              # the shard's SQLite file
     summary: RunSummary
@@ -242,6 +244,7 @@ class _ShardResult:
 
 def _evaluate(ray: ModuleType, config: EvalConfig, options: RayOptions, log: Say,
               warn: Say) -> RunSummary:
+    """Choose the examples on a worker, then attack those the store lacks, shard by shard."""
     slots = _slots(ray, options)
     count = options.tasks or TASKS_PER_SLOT * slots
     remote = _remote(ray, options)
