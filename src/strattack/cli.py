@@ -1,5 +1,6 @@
-"""Command line: ``strattack demo | train | eval | report | merge | explain | transfer``. Thin:
-parsing and printing; each command calls one library function (:mod:`strattack.commands`, or
+"""Command line: ``strattack demo | train | eval | report | merge | explain | transfer |
+export``. Thin: parsing and printing; each command calls one library function
+(:mod:`strattack.commands`, or
 :func:`strattack.evaluation.evaluate.evaluate` for eval, ``evaluate_on_ray`` of
 :mod:`strattack.evaluation.distributed` for eval --ray) and maps its typed errors."""
 from __future__ import annotations
@@ -21,6 +22,12 @@ DATASET_CHOICE = click.Choice(list(NAMED_DATASETS))
 # One process per core is the efficient way to share a CPU: oversubscribed torch threads spin.
 THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
                               help="torch CPU threads (give parallel jobs 1 each).")
+
+
+# Commands that read a store find the images where `eval` recorded them, unless moved.
+STORE_DATA_ROOT_OPTION = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Dataset folder [default: the one eval recorded in the store].")
 
 
 def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -340,8 +347,7 @@ def explain_command(run_dir: Path | None, **options: Any) -> None:
 @click.option("--weights", multiple=True, metavar="[SPEC=]FILE",
               help="Weights of a module:callable or architecture model; with several --model "
               "write SPEC=FILE (repeatable).")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Dataset folder [default: the one eval recorded in the store].")
+@STORE_DATA_ROOT_OPTION
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=_device_callback,
               help="torch device, e.g. cpu or cuda.")
@@ -361,6 +367,38 @@ def transfer_command(run_dir: Path, **options: Any) -> None:
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--format", "format", type=click.Choice(["npz", "png"]), default="npz",
+              show_default=True, help="npz: OUT/adversarial.npz, float32 arrays adv, image, "
+              "target, label, attack, success; png: 8-bit OUT/png/ATTACK/IMAGE_TARGET.png and "
+              "OUT/png/index.csv.")
+@click.option("-a", "--attack", "attacks", multiple=True, metavar="LABEL",
+              help="Attack label in the store (repeatable) [default: every attack].")
+@click.option("--only-successful/--all", "only_successful", default=True, show_default=True,
+              help="Only the examples that succeeded on the store's model, or the failed "
+              "ones too (with success = 0).")
+@click.option("--recheck/--no-recheck", default=None,
+              help="png: run the store's model on the 8-bit images and count how many stay "
+              "adversarial [default: when the model loads].")
+@STORE_DATA_ROOT_OPTION
+@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+              help="torch device of the re-check.")
+@THREADS_OPTION
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: RUN_DIR].")
+def export_command(run_dir: Path, **options: Any) -> None:
+    """Adversarial examples of a `strattack eval` run for use elsewhere: clamp(x0 + delta, 0, 1)
+    as float32 arrays (npz) or 8-bit PNGs, whose rounding can undo an attack: with --format png
+    the store's model re-checks them and the command prints, per attack, how many stay
+    adversarial. The store is only read."""
+    from .commands.export import ExportOptions, export
+
+    with _library_errors(), _store_errors(run_dir / STORE_NAME):
+        result = export(ExportOptions(run_dir, **options))
+    _echo_lines(result.lines)
+    click.echo("wrote " + ", ".join(str(p) for p in result.written))
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,7 +13,8 @@ from ..models.loading import load_model
 from .report import store_labels
 from .store import ResultStore
 
-__all__ = ["CommonExamples", "common_successes", "load_store_context"]
+__all__ = ["CommonExamples", "common_successes", "load_store_context", "load_store_data",
+           "load_store_model"]
 
 
 class CommonExamples:
@@ -58,18 +59,30 @@ def load_store_context(store: ResultStore, data_root: str | Path | None = None,
     """The model and the evaluation images a store was made with (per its ``meta``): only the
     images that have stored examples. ``data_root`` (default: the data folder `strattack eval`
     recorded in the store) is where the dataset files are."""
+    data = load_store_data(store, data_root)
+    return load_store_model(store, device), data
+
+
+def load_store_data(store: ResultStore, data_root: str | Path | None = None) -> EvaluationData:
+    """The images of :func:`load_store_context` alone, for a reader that needs no model (which
+    may be a user's module that is not importable here)."""
     meta = store.meta()
     # Only the images the store refers to (an image folder then decodes just those files).
     ids = sorted({i for key in store.attacks() for i, _ in store.done(key)})
     recorded = meta.get("data_root")
     try:
         root = data_root if data_root is not None else recorded
-        data = load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True", ids=ids,
-                                    split=meta.get("split", "test"))
+        return load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True",
+                                    ids=ids, split=meta.get("split", "test"))
     except FileNotFoundError as err:
         if data_root is not None or recorded is None:
             raise
         raise FileNotFoundError(f"{err} (that is where the evaluation found its data; give "
                                 "--data-root where it is now)") from err
+
+
+def load_store_model(store: ResultStore, device: str | torch.device = "cpu") -> nn.Module:
+    """The model a store's examples were made on (its ``meta``: model spec and weights)."""
+    meta = store.meta()
     weights = None if meta.get("weights") in (None, "None") else meta["weights"]
-    return load_model(meta["model"], weights, device=device), data
+    return load_model(meta["model"], weights, device=device)
