@@ -120,7 +120,8 @@ def test_train_command_distills_when_asked(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "mnist_robust", "mnist_distilled",
-                                  "cifar10_distilled"])
+                                  "cifar10_distilled", "mnist_mlp", "mnist_lenet5",
+                                  "mnist_seed1", "mnist_resnet", "mnist_vgg"])
 def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
     """On the 100 bundled test images, within 3 binomial standard errors (at least 1 image) of
     the test accuracy recorded in the weights' metadata."""

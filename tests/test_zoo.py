@@ -1,5 +1,5 @@
 """The cross-architecture model zoo (issue 15 §2): `strattack train --arch`, architecture
-recorded in the weights and rebuilt on loading. Synthetic data only."""
+recorded in the weights and rebuilt on loading, the shipped MNIST zoo. Synthetic data only."""
 from __future__ import annotations
 
 import pytest
@@ -17,6 +17,11 @@ from strattack.models.pretrained import ARCHITECTURES, build_model, weights_path
 from helpers import fake_mnist, record_fit_calls
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The shipped zoo: name -> the architecture its metadata must record.
+SHIPPED_ZOO = {"mnist_mlp": "mlp", "mnist_lenet5": "lenet5", "mnist_seed1": "cnn",
+               "mnist_resnet": "resnet", "mnist_vgg": "vgg"}
+
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("dataset, shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))])
@@ -121,3 +126,32 @@ def test_files_without_an_arch_hold_the_datasets_cnn(tmp_path):
     assert type(load_model("mnist").model) is MNISTNet
     path = _weights(tmp_path, "cnn", {"dataset": "mnist"})
     assert type(load_model("mnist", weights=path).model) is MNISTNet
+
+
+@pytest.mark.parametrize("name, arch", SHIPPED_ZOO.items())
+def test_the_shipped_zoo_records_its_architecture_and_loads_it_by_name(name, arch):
+    """Their accuracy on the bundled images is checked with every shipped model's in
+    test_defenses.py."""
+    with safe_open(str(weights_path(name)), "pt") as f:
+        meta = f.metadata()
+    assert meta["arch"] == arch and meta["dataset"] == "mnist" and meta["epochs"] == "3"
+    assert meta["seed"] == ("1" if name == "mnist_seed1" else "0")
+    expected = MNISTNet if arch == "cnn" else zoo.ZOO[arch]
+    assert type(load_model(name).model) is expected
+
+
+def test_transfer_takes_the_zoo_by_name(tmp_path):
+    from strattack.evaluation.config import EvalConfig
+    from strattack.evaluation.evaluate import evaluate
+
+    run = tmp_path / "run"
+    config = EvalConfig.from_sources(None, {"dataset": "mnist", "bundled": True, "indices": "0,1",
+                                            "targets": "next", "attacks": ("ifgsm",),
+                                            "settings": ("ifgsm.steps=3",), "progress": False,
+                                            "out": run})
+    evaluate(config, log=lambda _: None, warn=lambda _: None)
+    models = [arg for name in SHIPPED_ZOO for arg in ("--model", name)]
+    res = CliRunner().invoke(main, ["transfer", str(run), *models, "-o", str(tmp_path / "t"),
+                                    "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert all(f"| ifgsm | {name} | 2 |" in res.output for name in SHIPPED_ZOO), res.output
