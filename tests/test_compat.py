@@ -209,8 +209,8 @@ def test_foolbox_rejects_other_bounds_and_criteria(fb, fa, model, batch):
     with pytest.raises(ValueError, match=r"images in \[0, 1\]: build the model with bounds"):
         fa.StrAttack(**SMALL)(fb.PyTorchModel(model, bounds=(0, 255)), x, y, epsilons=None)
     with pytest.raises(ValueError, match="unsupported criterion"):
-        fa.StrAttack(**SMALL).run(fb.PyTorchModel(model, bounds=(0, 1)), x,
-                                  fb.criteria.Misclassification(y) & fb.criteria.Misclassification(y))
+        both = fb.criteria.Misclassification(y) & fb.criteria.Misclassification(y)
+        fa.StrAttack(**SMALL).run(fb.PyTorchModel(model, bounds=(0, 1)), x, both)
     with pytest.raises(TypeError, match="ADMM: got an unexpected keyword argument"):
         fa.ADMM(steps=3)
 

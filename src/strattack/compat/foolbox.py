@@ -62,8 +62,9 @@ class _Delegating(MinimizationAttack):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
-    def run(self, model: Model, inputs: T, criterion: Misclassification | TargetedMisclassification | T,
-            *, early_stop: float | None = None, **kwargs: Any) -> T:
+    def run(self, model: Model, inputs: T,
+            criterion: Misclassification | TargetedMisclassification | T, *,
+            early_stop: float | None = None, **kwargs: Any) -> T:
         """The adversarial examples (``early_stop`` is ignored: the attack always minimises)."""
         raise_if_kwargs(kwargs)
         x, restore_type = ep.astensor_(inputs)
