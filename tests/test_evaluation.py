@@ -683,3 +683,19 @@ def test_paper_l0_counts_entries_of_at_least_1e7():
     from strattack.evaluation.report import with_paper_l0
     delta = np.array([0, 5e-8, 1e-7, -2e-7, 0.3], np.float32).reshape(1, 1, 5)
     assert with_paper_l0(record(0, 1, perturbation=delta)).l0 == 3
+
+
+def test_a_stored_image_folder_run_is_reloaded_at_the_crop_eval_used(tmp_path):
+    """eval crops an image folder to the model's input size (Lite1: 240); readers of the store
+    (transfer, explain, export) must crop the same, read from the stored perturbations."""
+    from PIL import Image
+
+    from strattack.evaluation.stored import load_store_data
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(np.full((90, 120, 3), 77, dtype=np.uint8)).save(folder / "0.png")
+    (folder / "labels.csv").write_text("filename,label_index\n0.png,3\n")
+    with ResultStore(tmp_path / "results.sqlite", {"dataset": str(folder)}) as store:
+        key = store.add_attack("fgm", {})
+        store.write(key, [record(0, 1, shape=(3, 40, 40))])
+        assert load_store_data(store).images.shape == (1, 3, 40, 40)

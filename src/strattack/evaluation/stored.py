@@ -73,12 +73,22 @@ def load_store_data(store: ResultStore, data_root: str | Path | None = None) -> 
     try:
         root = data_root if data_root is not None else recorded
         return load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True",
-                                    ids=ids, split=meta.get("split", "test"))
+                                    ids=ids, split=meta.get("split", "test"),
+                                    image_size=_stored_image_size(store))
     except FileNotFoundError as err:
         if data_root is not None or recorded is None:
             raise
         raise FileNotFoundError(f"{err} (that is where the evaluation found its data; give "
                                 "--data-root where it is now)") from err
+
+
+def _stored_image_size(store: ResultStore) -> int:
+    """The side of the stored perturbations (an image folder is cropped to the model's input
+    size by eval: 240 for EfficientNet-Lite1), 224 for an empty store."""
+    for key in store.attacks():
+        for record in store.records(key, with_perturbation=True):
+            return int(record.perturbation.shape[-1])
+    return 224
 
 
 def load_store_model(store: ResultStore, device: str | torch.device = "cpu") -> nn.Module:
