@@ -112,8 +112,11 @@ def test_explain_from_a_store_returns_the_summary_and_the_is_table(run, tmp_path
     assert sum(n.startswith("asm_image") for n in names) == 1      # --figures 1
     assert any(line.startswith(f"mean IS over {n} examples") for line in result.lines)
     assert any(line.startswith("  ASM fgm - ifgsm (") for line in result.lines)
-    if "cam" not in summary:                # the bundled MNIST net has no CAM head
-        assert result.lines[0].startswith("note: no CAM-based IS for this model")
+    # the bundled MNIST net has no GAP head: its CAM-based IS uses Grad-CAM, and says so
+    assert summary["cam_method"].startswith("Grad-CAM (Selvaraju et al. 2017) at layer")
+    assert set(summary["cam"]) == {"fgm", "ifgsm"}
+    assert result.lines[0] == f"note: CAM-based IS with {summary['cam_method']}"
+    assert "cam_is.png" in names and sum(n.startswith("cam_image") for n in names) == 1
 
 
 def test_explain_errors_are_typed(run, tmp_path):

@@ -16,7 +16,7 @@ from ..errors import ConfigError, DataError
 from ..evaluation.report import store_labels
 from ..evaluation.store import STORE_NAME
 from ..evaluation.stored import common_successes, load_store_context
-from ..interpretability import asm, cam
+from ..interpretability import ClassMaps, asm, choose_class_maps
 from ..interpretability.analysis import InterpretabilityCurves, measure_interpretability
 from ..models.loading import load_model
 from ..viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
@@ -85,11 +85,14 @@ def explain(options: ExplainOptions) -> ExplainResult:
     means = curves.means()
     if curves.cam_unavailable:
         ex.notes.append(f"no CAM-based IS for this model: {curves.cam_unavailable}")
+    else:
+        ex.notes.append(f"CAM-based IS with {curves.cam_method}")
     summary = _summary(curves, means, options.asm_variant, len(ex.rows), list(ex.deltas))
     written = [*_curve_figures(curves, means, out, len(ex.rows), ex.data.name),
                _write_json(summary, out)]
+    maps_of = choose_class_maps(ex.model, ex.x[:1]) if "cam" in means else None
     for j in range(min(options.num_figures, len(ex.rows))):
-        written += _panels(ex, j, options, out, with_cam="cam" in means)
+        written += _panels(ex, j, options, out, maps_of)
     lines = [f"note: {n}" for n in ex.notes] + _is_table(curves.percentiles, means, summary)
     return ExplainResult(lines, summary, written)
 
@@ -162,7 +165,7 @@ def _summary(curves: InterpretabilityCurves, means: dict[str, dict[str, list[flo
              variant: str, examples: int, labels: list[str]) -> dict[str, Any]:
     """interpretability.json: the mean curves and, for two attacks, their paired difference
     (is the first attack's IS above the second's beyond noise?)."""
-    summary = {"examples": examples, "asm_variant": variant,
+    summary = {"examples": examples, "asm_variant": variant, "cam_method": curves.cam_method,
                "percentiles": list(curves.percentiles), **means}
     if len(labels) >= 2:
         pair: dict[str, Any] = {"attacks": labels[:2]}
@@ -188,18 +191,20 @@ def _curve_figures(curves: InterpretabilityCurves, means: dict[str, dict[str, li
                                      title=f"ASM-based IS, {n} examples ({data_name})",
                                      zero_fraction=curves.zero_fraction["asm"])]
     if "cam" in means:
+        method = (curves.cam_method or "CAM").split(" (")[0]     # "CAM" or "Grad-CAM"
         written.append(plot_is_vs_percentile(
             curves.percentiles, means["cam"], out / "cam_is.png",
-            title=f"CAM-based IS (CAM of the true class), {n} examples",
-            ylabel="mean IS with B = CAM above percentile",
-            xlabel="threshold (percentile of the CAM values)",
+            title=f"CAM-based IS ({method} of the true class), {n} examples",
+            ylabel=f"mean IS with B = {method} above percentile",
+            xlabel=f"threshold (percentile of the {method} values)",
             zero_fraction=curves.zero_fraction["cam"], score_name="CAM"))
     return written
 
 
-def _panels(ex: _Examples, j: int, o: ExplainOptions, out: Path, with_cam: bool) -> list[Path]:
-    """Example ``j``'s Fig. 3(b) ASM panel and, with a CAM, its Fig. 4 CAM panel (named by image
-    and target)."""
+def _panels(ex: _Examples, j: int, o: ExplainOptions, out: Path,
+            maps_of: ClassMaps | None) -> list[Path]:
+    """Example ``j``'s Fig. 3(b) ASM panel and, with a CAM or Grad-CAM, its Fig. 4 CAM panel
+    (named by image and target)."""
     xj, yj, tj = ex.x[j : j + 1], ex.y[j : j + 1], ex.targets[j : j + 1]
     names = (ex.data.class_names[int(yj)], ex.data.class_names[int(tj)])
     tag = f"image{int(ex.data.ids[ex.rows[j]])}_target{int(tj)}"
@@ -207,20 +212,21 @@ def _panels(ex: _Examples, j: int, o: ExplainOptions, out: Path, with_cam: bool)
     scores = asm(ex.model, xj, yj, tj, variant=o.asm_variant)
     written = [plot_asm_panels(xj[0], scores[0], deltas, o.mask_percentile,
                                out / f"asm_{tag}.png", class_names=names)]
-    if with_cam:
-        written.append(_cam_panel(ex.model, xj, yj, tj, deltas, out / f"cam_{tag}.png", names))
+    if maps_of is not None:
+        written.append(_cam_panel(maps_of, xj, yj, tj, deltas, out / f"cam_{tag}.png", names))
     return written
 
 
-def _cam_panel(model: nn.Module, x: Tensor, y: Tensor, t: Tensor, deltas: dict[str, Tensor],
+def _cam_panel(maps_of: ClassMaps, x: Tensor, y: Tensor, t: Tensor, deltas: dict[str, Tensor],
                path: Path, names: tuple[str, str]) -> Path:
-    """CAMs of the true and the target class on the original and each adversarial example."""
-    cams = {"original": (cam(model, x, y)[0], cam(model, x, t)[0])}
+    """CAMs (or Grad-CAMs) of the true and the target class on the original and each
+    adversarial example."""
+    cams = {"original": (maps_of(x, y)[0], maps_of(x, t)[0])}
     advs = {}
     for a, d in deltas.items():
         adv = (x + d.unsqueeze(0).to(x)).clamp(0, 1)
         advs[a] = adv[0]
-        cams[a] = (cam(model, adv, y)[0], cam(model, adv, t)[0])
+        cams[a] = (maps_of(adv, y)[0], maps_of(adv, t)[0])
     return plot_cam_panels(x[0], advs, cams, path, class_names=names)
 
 

@@ -7,7 +7,9 @@ For every example (x0, t0, t) and every attack's perturbation delta:
   per example (two backward passes) and shared by all attacks;
 * CAM-based IS (Sec. 6, "By replacing ASM with CAM"): the same with the CAM of the original image
   under its true class t0 (the most discriminative region of x0 for t0), broadcast over channels.
-  The paper does not give the CAM threshold; we report the whole curve.
+  The paper does not give the CAM threshold; we report the whole curve. Models without a global
+  average pooling + linear head (our CIFAR-10 and MNIST networks) get Grad-CAM instead
+  (:func:`~.class_maps.choose_class_maps`); ``cam_method`` says which was used.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .asm import asm
-from .cam import cam, find_cam_layers
+from .class_maps import ClassMaps, choose_class_maps
 from .score import interpretability_curve
 
 __all__ = ["PERCENTILES", "InterpretabilityCurves", "measure_interpretability"]
@@ -30,12 +32,14 @@ PERCENTILES: tuple[float, ...] = (30, 40, 50, 60, 70, 80, 90)
 @dataclass
 class InterpretabilityCurves:
     """Per attack a (P, N) tensor of IS values (NaN where delta = 0); ``cam_is`` is None for
-    models without a global-average-pooling + linear head."""
+    models with neither CAM nor Grad-CAM (no spatial feature map, e.g. an MLP)."""
 
     percentiles: tuple[float, ...]
     asm_is: dict[str, Tensor] = field(default_factory=dict)
     cam_is: dict[str, Tensor] | None = None
-    cam_unavailable: str | None = None     # why cam_is is None (find_cam_layers' message)
+    cam_unavailable: str | None = None     # why cam_is is None (choose_class_maps' message)
+    #: which map the CAM-based IS used, e.g. "Grad-CAM (Selvaraju et al. 2017) at layer 'x'"
+    cam_method: str | None = None
     #: "asm" (and "cam"): per example, the share of its scores that are exactly 0. ASM scores
     #: are mostly 0 (eqs. (60)/(61)), which makes the low-percentile part of the curves flat.
     zero_fraction: dict[str, Tensor] = field(default_factory=dict)
@@ -68,27 +72,25 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
                              targets: Tensor, deltas: Mapping[str, Tensor],
                              percentiles: Sequence[float] = PERCENTILES, *,
                              batch_size: int = 32, use_cam: bool | None = None,
-                             strict: bool = True, variant: str = "61") -> InterpretabilityCurves:
+                             strict: bool = True, variant: str = "61",
+                             cam_layer: str | None = None) -> InterpretabilityCurves:
     """ASM- and CAM-based IS curves of each attack's ``deltas[name]`` (N, C, H, W) on ``inputs``.
 
-    ``use_cam``: None = when the model has a GAP + linear head (:func:`find_cam_layers`);
-    ``variant``: the ASM, eq. ``"61"`` or ``"60"`` (see :func:`asm`)."""
+    ``use_cam``: None = when the model has CAM or Grad-CAM (:func:`choose_class_maps`: exact
+    CAM for a GAP + linear head, else Grad-CAM at ``cam_layer`` or its default), True = fail
+    if it has neither, False = ASM only; ``variant``: the ASM, eq. ``"61"`` or ``"60"`` (see
+    :func:`asm`)."""
     n = len(inputs)
     for name, delta in deltas.items():
         if delta.shape != inputs.shape:
             raise ValueError(f"perturbation of {name!r} has shape {tuple(delta.shape)}, inputs "
                              f"{tuple(inputs.shape)}")
-    layers, no_cam = None, "not asked for"
-    if use_cam is not False:
-        try:
-            layers = find_cam_layers(model, inputs[:1])
-        except ValueError as err:
-            if use_cam:
-                raise
-            no_cam = str(err)
+    maps_of, no_cam = _class_maps(model, inputs[:1], use_cam, cam_layer)
     result = InterpretabilityCurves(tuple(percentiles))
-    if layers is None:
+    if maps_of is None:
         result.cam_unavailable = no_cam
+    else:
+        result.cam_method = maps_of.description
     asm_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     cam_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     zero_parts: dict[str, list[Tensor]] = {"asm": [], "cam": []}
@@ -97,8 +99,8 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
         x, y, t = inputs[sl], true_labels[sl], targets[sl]
         scores = asm(model, x, y, t, variant=variant)
         maps = None
-        if layers is not None:
-            maps = cam(model, x, y, features=layers[0], classifier=layers[1])[:, None]
+        if maps_of is not None:
+            maps = maps_of(x, y)[:, None]
             zero_parts["cam"].append(_zero_share(maps))
         zero_parts["asm"].append(_zero_share(scores))
         for name, delta in deltas.items():
@@ -107,10 +109,23 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
             if maps is not None:
                 cam_parts[name].append(interpretability_curve(maps, d, percentiles, strict=strict))
     result.asm_is = {k: torch.cat(v, dim=1).cpu() for k, v in asm_parts.items()}
-    if layers is not None:
+    if maps_of is not None:
         result.cam_is = {k: torch.cat(v, dim=1).cpu() for k, v in cam_parts.items()}
     result.zero_fraction = {k: torch.cat(v) for k, v in zero_parts.items() if v}
     return result
+
+
+def _class_maps(model: nn.Module, example: Tensor, use_cam: bool | None,
+                layer: str | None) -> tuple[ClassMaps | None, str]:
+    """The map method for the CAM-based IS, or None and why not (``use_cam`` True: raise)."""
+    if use_cam is False:
+        return None, "not asked for"
+    try:
+        return choose_class_maps(model, example, layer), ""
+    except ValueError as err:
+        if use_cam:
+            raise
+        return None, str(err)
 
 
 def _zero_share(scores: Tensor) -> Tensor:

@@ -10,12 +10,12 @@ For a network ending in ``feature map f (N, K, h, w) -> global average pooling -
 upsamples ``M_c`` bilinearly to the input size and, by default, min-max normalises each map to
 [0, 1].
 
-Own implementation, no third-party CAM library. ``torchcam`` 0.5 and ``captum`` 0.9 both install
-with no torchvision and no other torch (checked with ``pip install --dry-run``), but neither is
-needed: the computation is one einsum over a hooked feature map, and a library would add a
-dependency (captum only has Grad-CAM, which equals CAM up to a 1/(h*w) factor for GAP + linear
-heads but costs a backward pass; torchcam's CAM applies a ReLU before normalising and works with
-one class for the whole batch).
+Own implementation, no third-party CAM library at run time: the computation is one einsum over
+a hooked feature map. ``torchcam`` (the ``[explain]`` extra; it installs without torchvision)
+serves the tests as an independent reference: its ``CAM`` (0.5, no ReLU) at the feature
+layer's resolution equals ``cam(..., normalize=False, upsample=False)``.
+Models without such a head get Grad-CAM instead (:func:`~.gradcam.grad_cam`), which for a
+GAP + linear head equals CAM / (h*w) after a ReLU but costs a backward pass.
 
 Locating the layers: pass ``features`` (the module whose output is the spatial map fed to the
 global average pooling) and ``classifier`` (the final ``nn.Linear``) explicitly, e.g. for
@@ -26,17 +26,32 @@ last output of ``features`` before ``classifier`` runs) and ``classifier=net._fc
 :class:`strattack.models.Normalized`, is traced through). Either way the GAP identity
 ``classifier(mean_{x,y} f) == classifier output`` is checked, and a model without a global
 average pooling + linear head (e.g. :class:`strattack.models.MNISTNet`, which ends in
-``Flatten`` + fully connected layers) raises ``ValueError``.
+``Flatten`` + fully connected layers) raises ``ValueError``; :func:`~.class_maps.choose_class_maps`
+then picks Grad-CAM.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["cam", "find_cam_layers"]
+__all__ = ["cam", "find_cam_layers", "class_indices", "finish_maps", "forward_hooks"]
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable[..., None]]]) -> Iterator[None]:
+    """Forward hooks ``(module, hook)`` registered for the block and removed after it, even when
+    the forward pass fails (a model must not keep our hooks)."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _gap_matches(classifier: nn.Linear, pooled: Tensor, out: Tensor) -> bool:
@@ -80,13 +95,8 @@ def find_cam_layers(model: nn.Module, example: Tensor) -> tuple[nn.Module, nn.Li
         if out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
             spatial.append((module, out.detach().mean(dim=(2, 3))))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            logits = model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, hook) for m in model.modules()), torch.no_grad():
+        logits = model(example)
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise ValueError("model must return logits (N, K) for CAM")
     heads = [entry for entry in linears if entry[2].shape == logits.shape]
@@ -117,7 +127,7 @@ def _normalize_minmax(maps: Tensor) -> Tensor:
 
 def cam(model: nn.Module, inputs: Tensor, classes: Tensor | int, *,
         features: nn.Module | None = None, classifier: nn.Linear | None = None,
-        normalize: bool = True, check: bool = True) -> Tensor:
+        normalize: bool = True, check: bool = True, upsample: bool = True) -> Tensor:
     """Class activation maps ``C(x, c)`` (Zhou et al. 2016) of ``inputs`` for ``classes``.
 
     Args:
@@ -135,6 +145,8 @@ def cam(model: nn.Module, inputs: Tensor, classes: Tensor | int, *,
             0); False returns the raw upsampled ``M_c`` (logit units before the 1/(h*w) mean).
         check: verify that ``classifier(mean_{x,y} f)`` reproduces the classifier's output on
             this batch (ValueError otherwise).
+        upsample: False returns the (N, h, w) maps of the feature layer (e.g. to compare with
+            another CAM implementation before any interpolation).
 
     Returns:
         (N, H, W) maps, bilinearly upsampled (``align_corners=False``) from (h, w) to the input's
@@ -160,14 +172,8 @@ def cam(model: nn.Module, inputs: Tensor, classes: Tensor | int, *,
         if "head_out" not in state:
             state["head_out"] = out.detach()
 
-    handles = [features.register_forward_hook(feature_hook),
-               classifier.register_forward_hook(head_hook)]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks([(features, feature_hook), (classifier, head_hook)]), torch.no_grad():
+        model(inputs)
     maps = state.get("maps")
     if maps is None or "head_out" not in state:
         raise ValueError("features did not run before classifier in the forward pass")
@@ -180,14 +186,28 @@ def cam(model: nn.Module, inputs: Tensor, classes: Tensor | int, *,
                          "classifier output: the model has no GAP + linear head on these layers "
                          "(or is in train mode)")
 
-    n = inputs.shape[0]
-    c = torch.as_tensor(classes, device=maps.device).long().reshape(-1)
-    if c.numel() == 1:
-        c = c.expand(n)
-    if c.shape != (n,) or bool(((c < 0) | (c >= classifier.out_features)).any()):
-        raise ValueError(f"classes must be an int or (N,) in [0, {classifier.out_features})")
+    c = class_indices(classes, inputs.shape[0], classifier.out_features, maps.device)
     weights = classifier.weight.detach()[c].to(maps.dtype)                   # (N, K)
     raw = torch.einsum("nk,nkhw->nhw", weights, maps)                        # M_c, Zhou eq. (2)
-    up = F.interpolate(raw[:, None], size=tuple(inputs.shape[-2:]), mode="bilinear",
-                       align_corners=False)[:, 0]
-    return _normalize_minmax(up) if normalize else up
+    return finish_maps(raw, tuple(inputs.shape[-2:]), normalize=normalize, upsample=upsample)
+
+
+def class_indices(classes: Tensor | int, n: int, num_classes: int,
+                  device: torch.device) -> Tensor:
+    """``classes`` (an int or (N,)) as (N,) long indices on ``device``; ValueError out of range."""
+    c = torch.as_tensor(classes, device=device).long().reshape(-1)
+    if c.numel() == 1:
+        c = c.expand(n)
+    if c.shape != (n,) or bool(((c < 0) | (c >= num_classes)).any()):
+        raise ValueError(f"classes must be an int or (N,) in [0, {num_classes})")
+    return c
+
+
+def finish_maps(raw: Tensor, size: tuple[int, ...], *, normalize: bool,
+                upsample: bool) -> Tensor:
+    """(N, h, w) maps bilinearly upsampled (``align_corners=False``) to ``size`` unless not
+    ``upsample``, then min-max normalised per map if ``normalize``: the last steps shared by
+    CAM and Grad-CAM, so that the two are drawn and thresholded alike."""
+    if upsample:
+        raw = F.interpolate(raw[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return _normalize_minmax(raw) if normalize else raw
