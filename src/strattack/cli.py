@@ -268,17 +268,23 @@ def _ray_options(options: dict[str, Any]) -> Any:
               show_default=True, help="paper: the authors' evaluation code (best/worst per "
               "norm, one random target per image for the average, l0 at |delta| >= 1e-7); "
               "written as report-paper.csv/json.")
+@click.option("--html", is_flag=True,
+              help="Also write report.html: one self-contained page (works offline) of the "
+              "tables, the figures and a gallery of examples.")
+@click.option("--gallery", type=click.IntRange(0), default=4, show_default=True,
+              help="With --html: examples (adversarial under every attack) in the gallery.")
 def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
                    data_root: Path | None, ratios: tuple[tuple[str, str], ...],
-                   out: Path | None, convention: str) -> None:
+                   out: Path | None, convention: str, html: bool, gallery: int) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
-    Prints Markdown and writes report.csv and report.json (+ PNG figures) into RUN_DIR or
-    --out. The store is only read (it may be in a read-only folder)."""
+    Prints Markdown and writes report.csv and report.json (+ PNG figures, + report.html with
+    --html) into RUN_DIR or --out. The store is only read (it may be in a read-only folder)."""
     from .commands.report import report
 
     with _library_errors():
-        result = report(run_dir, rank_by, figures, examples, data_root, ratios, out, convention)
+        result = report(run_dir, rank_by, figures, examples, data_root, ratios, out, convention,
+                        html=html, gallery=gallery)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

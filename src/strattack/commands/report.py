@@ -7,13 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from torch import nn
+
+from ..data.evaluation_data import EvaluationData
+from ..errors import ConfigError, DataError
 from ..evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_rows,
                                  report_rows, write_report)
 from ..evaluation.store import STORE_NAME, ResultStore
 from ..evaluation.stored import load_store_context
 from ..evaluation.summary import markdown_table
 from ..viz.report_figures import plot_group_heatmaps, plot_l0_histogram
+from ..viz.report_html import Gallery, HtmlTable, build_gallery, write_report_html
 from .common import read_store, writable_folder
 
 __all__ = ["ReportResult", "report"]
@@ -37,12 +41,17 @@ class ReportResult:
 
 def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: int = 4,
            data_root: Path | None = None, ratios: Sequence[tuple[str, str]] = (),
-           out: Path | None = None, convention: str = "ours") -> ReportResult:
+           out: Path | None = None, convention: str = "ours", *, html: bool = False,
+           gallery: int = 4) -> ReportResult:
     """Report of ``run_dir``'s store into ``out`` (default: ``run_dir``): report.csv and
     report.json, ratios.json for ``ratios`` (numerator, denominator labels), and with
     ``figures`` l0 histograms and group heatmaps (``examples`` per attack). The store is only
     read. ``convention="paper"``: the authors' case definitions
-    (:func:`~strattack.evaluation.report.paper_case_rows`), written as report-paper.csv/json."""
+    (:func:`~strattack.evaluation.report.paper_case_rows`), written as report-paper.csv/json.
+    ``html``: also report.html, one self-contained page of the tables, the figures and a
+    gallery of the first ``gallery`` examples adversarial under every attack."""
+    if gallery < 0:
+        raise ConfigError(f"--gallery must be 0 or more examples, got {gallery}")
     path = store_path(run_dir)
     out = writable_folder(out or run_dir, "report")
     with read_store(path) as store:
@@ -55,11 +64,14 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
             table, path = _write_ratios(rows, ratios, out)
             lines.append(table)
             written.append(path)
-        if figures:
-            paths, notes = _figures(store, out, examples, data_root)
-            lines += notes
-            written += paths
-    legend = LEGEND.format(rank_by=rank_by) if convention == "ours" else PAPER_LEGEND
+        legend = LEGEND.format(rank_by=rank_by) if convention == "ours" else PAPER_LEGEND
+        context, notes = _context(store, data_root) if figures or html else (None, [])
+        lines += notes
+        figure_paths = _figures(store, out, examples, context) if figures else []
+        written += figure_paths
+        if html:
+            written.append(_write_html(store, run_dir, out, rows, (legend, *notes),
+                                       figure_paths, build_gallery(store, gallery, context)))
     return ReportResult([*lines, legend], rows, written)
 
 
@@ -94,16 +106,29 @@ def _write_ratios(rows: list[dict[str, object]], ratios: Sequence[tuple[str, str
     return "\n" + markdown_table(table, ("ratio", "case", "l0", "l2")), path
 
 
-def _figures(store: ResultStore, out: Path, examples: int,
-             data_root: Path | None) -> tuple[list[Path], list[str]]:
-    """The l0 histogram and the group heatmaps written, and a note if the heatmaps have to do
-    without the images (data moved or missing: the figure is still useful)."""
-    histogram = plot_l0_histogram(store, out / "l0_histogram.png")
+def _context(store: ResultStore, data_root: Path | None
+             ) -> tuple[tuple[nn.Module, EvaluationData] | None, list[str]]:
+    """The store's model and images, or None and a note if the heatmaps have to do without
+    the images (data moved or missing: the figures are still useful)."""
     try:
-        context = load_store_context(store, data_root)
+        return load_store_context(store, data_root), []
     except (FileNotFoundError, ValueError, ImportError) as err:
-        context, notes = None, [f"note: heatmaps without the images ({err})"]
-    else:
-        notes = []
+        return None, [f"note: heatmaps without the images ({err})"]
+
+
+def _figures(store: ResultStore, out: Path, examples: int,
+             context: tuple[nn.Module, EvaluationData] | None) -> list[Path]:
+    """The l0 histogram and the group heatmaps, written."""
+    histogram = plot_l0_histogram(store, out / "l0_histogram.png")
     heatmaps = plot_group_heatmaps(store, out / "group_heatmaps.png", examples, context)
-    return [histogram, heatmaps], notes
+    return [histogram, heatmaps]
+
+
+def _write_html(store: ResultStore, run_dir: Path, out: Path, rows: list[dict[str, object]],
+                notes: tuple[str, ...], figures: list[Path], gallery: Gallery) -> Path:
+    """report.html: the case table (with the legend and notes), the cost per attack and
+    device, the figures and the gallery."""
+    tables = [HtmlTable("Best / average / worst case", REPORT_COLUMNS, rows, notes),
+              HtmlTable("Cost per attack and device", COST_COLUMNS, cost_rows(store))]
+    return write_report_html(out / "report.html", f"strattack report: {run_dir.resolve().name}",
+                             store.meta(), tables, figures, gallery)

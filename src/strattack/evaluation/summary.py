@@ -24,7 +24,9 @@ def summarize(name: str, result: AttackResult, groups: GroupSpec, seconds: float
             "fwd/ex": fwd, "bwd/ex": bwd, "passes/ex": fwd + bwd, "s/ex": seconds / n}
 
 
-def _fmt(value: object) -> str:
+def format_cell(value: object) -> str:
+    """A table cell as the printed tables show it (3 significant digits, 'n/a' for NaN); the
+    HTML report uses the same, so its numbers read as the Markdown ones."""
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
@@ -34,5 +36,6 @@ def _fmt(value: object) -> str:
 
 def markdown_table(rows: list[dict[str, object]], columns: tuple[str, ...] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_cell(row.get(c, "")) for c in columns) + " |"
+              for row in rows]
     return "\n".join(lines)

@@ -59,7 +59,7 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
             with torch.no_grad():
                 preds = model(adv.to(next(model.parameters()).device)).argmax(1).tolist()
             attacks[label] = (adv, [names[p] for p in preds])
-        captions = [f"{names[int(data.labels[r])]} -> {names[t]}"
+        captions = [f"{names[int(data.labels[r])]} -> {names[t] if t >= 0 else 'untargeted'}"
                     for r, t in zip(rows.tolist(), found.targets.tolist())]
         return plot_attack_comparison(x, captions, attacks, GroupSpec.for_inputs(x, size, size),
                                       path, title=f"Group sparsity ({size}x{size} groups)")
