@@ -22,7 +22,7 @@ from ..solver.admm import (ADMMParams, OverlapMode, RefineADMM, StructuredADMM, 
                            sparse_support)
 from ..solver.distortion import Distortion, DistortionName
 from ..solver.groups import GroupSpec
-from .admm_search import SearchSettings, constant_search
+from .admm_search import SearchSettings, SuccessRule, constant_search
 from .lifecycle import AttackCall, BestSoFar, public_attack
 
 
@@ -44,14 +44,20 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                binary_search_steps: int = 5,
                max_iterations: int = 200,
                check_every: int = 5,
-               patience: int = 40,
+               patience: int | None = 40,
                tol: float = 1e-3,
                refine: bool = True,
                refine_quantile: float = 0.03,
                refine_search_steps: int = 2,
                refine_iterations: int = 100,
                refine_gamma: float | None = None,
-               true_labels: Tensor | None = None) -> AttackResult:
+               true_labels: Tensor | None = None,
+               rho_delta: float | None = None,
+               const_growth: float = 10.0,
+               success_rule: SuccessRule = "found",
+               warm_start: bool = True,
+               iteration_growth: int = 0,
+               refine_initial_const: float | None = None) -> AttackResult:
     """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
 
     Args:
@@ -68,12 +74,26 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         initial_const, binary_search_steps, max_iterations: the per-image search on c.
         check_every: iterations between two checks of the feasible candidate (one forward pass).
         patience, tol: early stop when the objective decreased by less than ``tol`` (relative)
-            over ``patience`` iterations.
+            over ``patience`` iterations; ``patience=None``: no early stop.
         refine, refine_quantile, refine_search_steps, refine_iterations: Prop. 3 refinement on
             the support {|delta*| > sigma}, sigma = the ``refine_quantile`` quantile of the nonzero
             |delta*| of each image (3% in the paper). refine_gamma: gamma used in the refinement
             (None: the same gamma; 0 gives problem (20) at gamma = 0, as in Table 2).
         true_labels: optional true classes, used in targeted mode to reject target == truth.
+
+    Options beyond the paper (defaults: the behaviour without them), used by the authors'-code
+    preset of :func:`str_attack`:
+        rho_delta: penalty of the block z = delta in (6) (None: rho); the delta-step (10) and
+            the z-step (15)/(18) use it for that block (main stage only).
+        const_growth: c *= this after a failure while no success bounds c (C&W: 10).
+        success_rule: "found" (a step succeeds if it found an adversarial candidate) or
+            "improved" (only if it lowered the image's best l2; main stage only).
+        warm_start: True carries the ADMM state across the steps of the search on c; False
+            restarts every step from z = 0 with zero duals (and the refinement from the current
+            best, on a support sigma recomputed from it: sigma is recomputed every round).
+        iteration_growth: step j (from 0) of the main search runs
+            max_iterations + j * iteration_growth iterations.
+        refine_initial_const: c of the refinement's first step (None: each image's best c).
 
     Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
     perturbed, so every perturbed pixel belongs to a group.
@@ -96,16 +116,21 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         raise ValueError(f"overlap must be 'exact' or 'group', got {overlap!r}")
     if not 0 <= refine_quantile < 1:
         raise ValueError(f"refine_quantile must be in [0, 1), got {refine_quantile}")
+    if refine_initial_const is not None and not refine_initial_const > 0:
+        raise ValueError(f"refine_initial_const must be > 0 or None, got {refine_initial_const}")
     params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha,
-                        distortion=Distortion(distortion, beta))
+                        distortion=Distortion(distortion, beta), rho_delta=rho_delta)
     refine_params = params if refine_gamma is None else ADMMParams(
         rho=rho, gamma=refine_gamma, tau=tau, alpha=alpha, distortion=params.distortion)
     search = SearchSettings(initial_const=initial_const, search_steps=binary_search_steps,
                             max_iterations=max_iterations, check_every=check_every,
-                            patience=patience, tol=tol)
+                            patience=patience, tol=tol, const_growth=const_growth,
+                            warm_start=warm_start, success_rule=success_rule,
+                            iteration_growth=iteration_growth)
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
-                                     patience=patience, tol=tol) if refine else None
+                                     patience=patience, tol=tol, const_growth=const_growth,
+                                     warm_start=warm_start) if refine else None
     # Images: the groups are also used without a group term: the pixels they leave uncovered
     # stay fixed whatever tau is, so tau = 0 is the same problem. Other shapes (tau = 0): none.
     groups = GroupSpec.for_inputs(inputs, group_size, stride) if inputs.ndim == 4 else None
@@ -125,12 +150,20 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     unrefined = best.adversarial(x0, epsilon)
     to_refine = active & best.found
     if to_refine.any():
-        support = sparse_support(best.delta, refine_quantile) & ~uncovered
-        lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
-        refine_core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
+        def refine_from_best() -> tuple[RefineADMM, Tensor]:
+            """Prop. 3 on the support {|delta*| > sigma} (19) of the current best delta*,
+            started at delta* restricted to it."""
+            support = sparse_support(best.delta, refine_quantile) & ~uncovered
+            lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
+            core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
+            return core, best.delta * support
+
+        refine_core, start = refine_from_best()
+        first_const = (best.const if refine_initial_const is None
+                       else torch.full_like(best.const, refine_initial_const))
         refined = constant_search(call, refine_core, refine_settings, "refine", active=to_refine,
-                                  best=best, init=best.delta * support,
-                                  const=torch.where(to_refine, best.const,
+                                  best=best, init=start, restart=refine_from_best,
+                                  const=torch.where(to_refine, first_const,
                                                     torch.ones_like(best.const)))
         iterations = iterations + refined.iterations
     return best.result(call, epsilon, iterations, unrefined)

@@ -10,7 +10,7 @@ whether it is adversarial.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -28,22 +28,45 @@ class ADMMCore(Protocol):
     def regularizer(self, delta: Tensor) -> Tensor: ...
 
 
+SuccessRule = Literal["found", "improved"]
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     initial_const: float = 0.5
     search_steps: int = 5
     max_iterations: int = 200
     check_every: int = 5        # candidate check (one forward pass) every this many iterations
-    patience: int = 40          # early stop: window (iterations) over which progress is measured
+    patience: int | None = 40   # early stop: window (iterations) over which progress is measured
     tol: float = 1e-3           # early stop: minimal relative decrease of the objective per window
     const_growth: float = 10.0  # c *= this while no success has bounded c from above
+    warm_start: bool = True     # False: the ADMM state (and k) restarts at every step
+    success_rule: SuccessRule = "found"   # "improved": a step succeeds only if best l2 dropped
+    iteration_growth: int = 0   # step j (from 0) runs max_iterations + j * iteration_growth
 
     def __post_init__(self) -> None:
         if not self.initial_const > 0:
             raise ValueError(f"initial_const must be > 0, got {self.initial_const}")
-        for name in ("search_steps", "max_iterations", "check_every", "patience"):
+        for name in ("search_steps", "max_iterations", "check_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if not self.const_growth > 1:
+            raise ValueError(f"const_growth must be > 1, got {self.const_growth}")
+        if self.success_rule not in ("found", "improved"):
+            raise ValueError(f"success_rule must be 'found' or 'improved', "
+                             f"got {self.success_rule!r}")
+        if self.iteration_growth < 0:
+            raise ValueError(f"iteration_growth must be >= 0, got {self.iteration_growth}")
+
+    def iterations_at(self, step: int) -> int:
+        """ADMM iterations of search step ``step`` (0-based)."""
+        return self.max_iterations + step * self.iteration_growth
+
+
+# A fresh start for a search step when warm_start is False: the core and z^0 to restart from.
+Restart = Callable[[], tuple[ADMMCore, Tensor]]
 
 
 @dataclass
@@ -55,14 +78,18 @@ class SearchOutcome:
 
 def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, stage: str, *,
                     active: Tensor, best: BestSoFar, init: Tensor | None = None,
-                    const: Tensor | None = None) -> SearchOutcome:
+                    const: Tensor | None = None, restart: Restart | None = None
+                    ) -> SearchOutcome:
     """Binary search on c (per image) with an ADMM inner loop, for the images in ``active``;
     the adversarial candidates with the smallest l2 go to ``best``.
 
     Success in a step -> c becomes an upper bound; failure -> lower bound, or c *= const_growth
     while there is no upper bound (:func:`update_const`). The next c is the midpoint when both
-    bounds exist. The ADMM state is warm-started from one step to the next (eta_k restarts at
-    k = 1).
+    bounds exist. Success means an adversarial candidate was found in the step
+    (``success_rule="found"``) or that the step lowered the image's best l2
+    (``"improved"``, the authors' code). With ``warm_start`` the ADMM state is carried from one
+    step to the next (eta_k restarts at k = 1); without, every step restarts from ``init`` (or
+    from what ``restart()`` returns: a new core and z^0) with zero duals, as the authors' code.
     """
     x0, confidence = call.x0, call.confidence
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
@@ -70,16 +97,22 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
              if const is None else const.clone())
     lower = torch.zeros_like(const)
     upper = torch.full_like(const, float("inf"))
-    state = core.init_state(torch.zeros_like(x0) if init is None else init)
+    init_z = torch.zeros_like(x0) if init is None else init
+    state = core.init_state(init_z)
     iterations = torch.zeros(n, dtype=torch.long, device=device)
     todo = active.clone()
 
-    for _ in range(settings.search_steps):
+    for step in range(settings.search_steps):
+        if step > 0 and not settings.warm_start:
+            core, fresh = restart() if restart is not None else (core, init_z)
+            state = core.init_state(fresh)
+        best_before = best.dist.clone()
+        last = settings.iterations_at(step)
         running = todo.clone()
         step_success = torch.zeros(n, dtype=torch.bool, device=device)
         window_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
         previous_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
-        for k in range(1, settings.max_iterations + 1):
+        for k in range(1, last + 1):
             idx = running.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
@@ -101,7 +134,7 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
                 state.scatter_(idx, sub)
             objective = loss.detach() + core.regularizer(z)
 
-            if k % settings.check_every == 0 or k == settings.max_iterations:
+            if k % settings.check_every == 0 or k == last:
                 cand = core.candidate(sub, idx)
                 with torch.no_grad():
                     adv = is_adversarial(call.margin(x0_i + cand, idx, stage), confidence)
@@ -111,13 +144,15 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
             # Early stop per image: the objective at z^k has not decreased by a relative `tol`
             # over the last `patience` iterations (a window minimum, robust to ADMM oscillations).
             window_best[idx] = torch.minimum(window_best[idx], objective)
-            if k % settings.patience == 0:
+            if settings.patience is not None and k % settings.patience == 0:
                 prev = previous_best[idx]
                 stalled = torch.isfinite(prev) & (window_best[idx] > prev - settings.tol * prev.abs())
                 previous_best[idx] = window_best[idx]
                 window_best[idx] = float("inf")
                 running[idx[stalled]] = False
 
+        if settings.success_rule == "improved":
+            step_success &= best.dist < best_before
         const, lower, upper = update_const(const, lower, upper, step_success, todo,
                                            settings.const_growth)
 

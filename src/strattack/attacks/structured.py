@@ -15,9 +15,12 @@ from ..result import AttackResult
 from ..solver.admm import OverlapMode
 from ..solver.distortion import DistortionName
 from .admm_framework import admm_attack
+from .admm_search import SuccessRule
 from .lifecycle import public_attack
+from .presets import PresetName, with_presets
 
 
+@with_presets
 @public_attack
 def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
                targeted: bool = False,
@@ -36,24 +39,38 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                binary_search_steps: int = 5,
                max_iterations: int = 200,
                check_every: int = 5,
-               patience: int = 40,
+               patience: int | None = 40,
                tol: float = 1e-3,
                refine: bool = True,
                refine_quantile: float = 0.03,
                refine_search_steps: int = 2,
                refine_iterations: int = 100,
                refine_gamma: float | None = None,
-               true_labels: Tensor | None = None) -> AttackResult:
+               true_labels: Tensor | None = None,
+               rho_delta: float | None = None,
+               const_growth: float = 10.0,
+               success_rule: SuccessRule = "found",
+               warm_start: bool = True,
+               iteration_growth: int = 0,
+               refine_initial_const: float | None = None,
+               preset: PresetName | None = None) -> AttackResult:
     """Structured (group-sparse) adversarial attack: :func:`admm_attack` with a group penalty
-    tau > 0 (every keyword is admm_attack's, with the same default and meaning).
+    tau > 0 (every other keyword is admm_attack's, with the same default and meaning).
 
     Defaults follow Appendix F: rho = 1, eta_1 = 5, tau = 2, gamma = 1, D = ||.||_2^2,
     refinement on the 3%-quantile support.
+
+    preset: None (the defaults above) or ``"authors_code"``: the ImageNet settings of the
+        authors' code (:data:`strattack.attacks.presets.AUTHORS_CODE`; README, "The
+        authors'-code preset"). Keywords passed explicitly override the preset's values, e.g.
+        ``preset="authors_code", max_iterations=200``. An unknown name is a ValueError.
     """
     if not tau > 0:
         raise ValueError(f"StrAttack needs a group penalty tau > 0, got {tau}; "
                          "use admm_attack for tau = 0")
-    return admm_attack(**locals())
+    keywords = dict(locals())
+    del keywords["preset"]          # applied by with_presets before this call
+    return admm_attack(**keywords)
 
 
 @public_attack
@@ -74,14 +91,20 @@ def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: T
                     binary_search_steps: int = 5,
                     max_iterations: int = 200,
                     check_every: int = 5,
-                    patience: int = 40,
+                    patience: int | None = 40,
                     tol: float = 1e-3,
                     refine: bool = True,
                     refine_quantile: float = 0.03,
                     refine_search_steps: int = 2,
                     refine_iterations: int = 100,
                     refine_gamma: float | None = 0.0,
-                    true_labels: Tensor | None = None) -> AttackResult:
+                    true_labels: Tensor | None = None,
+                    rho_delta: float | None = None,
+                    const_growth: float = 10.0,
+                    success_rule: SuccessRule = "found",
+                    warm_start: bool = True,
+                    iteration_growth: int = 0,
+                    refine_initial_const: float | None = None) -> AttackResult:
     """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,
     Table 2; ``refine_gamma=0``). Success means fooling the model within the budget. Every
     other keyword is :func:`str_attack`'s."""

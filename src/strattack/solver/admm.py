@@ -100,14 +100,24 @@ class ADMMParams:
     tau: float = 2.0      # weight of the group sparsity g(delta)
     alpha: float = 5.0    # eta_k = alpha * sqrt(k), so eta_1 = 5 as in Appendix F
     distortion: Distortion = Distortion("l2")   # D: only the delta-step depends on it
+    # Penalty of the block z = delta in (6) (None: rho, the paper). ADMM allows one penalty per
+    # constraint; the authors' code weighs delta + u by 2*rho in the z-step (rho_delta = 2*rho).
+    rho_delta: float | None = None
 
     def __post_init__(self) -> None:
         if not self.rho > 0:
             raise ValueError(f"rho must be > 0, got {self.rho}")
+        if self.rho_delta is not None and not self.rho_delta > 0:
+            raise ValueError(f"rho_delta must be > 0 or None, got {self.rho_delta}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if self.gamma < 0 or self.tau < 0:
             raise ValueError(f"gamma and tau must be >= 0, got gamma={self.gamma}, tau={self.tau}")
+
+    @property
+    def delta_penalty(self) -> float:
+        """The penalty of the constraint z = delta: rho_delta, or rho when it is None."""
+        return self.rho if self.rho_delta is None else self.rho_delta
 
 
 class StructuredADMM:
@@ -150,13 +160,13 @@ class StructuredADMM:
     def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State:
         """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0)."""
         p = self.params
-        rho = p.rho
+        rho, rho_d = p.rho, p.delta_penalty          # rho_d = rho in the paper
         z, u, s = st["z"], st["u"], st["s"]
-        delta = p.distortion.prox(z - u / rho, p.gamma, rho)                 # (10)
+        delta = p.distortion.prox(z - u / rho_d, p.gamma, rho_d)             # (10)
         w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
         e = eta(p.alpha, k)
-        numer = e * z + rho * (delta + u / rho) + rho * (w + s / rho) - grad  # (15)/(18)
-        denom = e + 2 * rho
+        numer = e * z + rho_d * (delta + u / rho_d) + rho * (w + s / rho) - grad  # (15)/(18)
+        denom = e + (rho_d + rho)                    # = e + 2*rho exactly when rho_d = rho
         new = State()
         if self.groups is not None:
             g = self.groups
@@ -169,7 +179,7 @@ class StructuredADMM:
             new.update(v=v + rho * (y - g.unfold(z_new)), y=y)                # (37)
         else:
             z_new = numer / denom
-        new.update(z=z_new, u=u + rho * (delta - z_new), s=s + rho * (w - z_new))  # (9)
+        new.update(z=z_new, u=u + rho_d * (delta - z_new), s=s + rho * (w - z_new))  # (9)
         if self.groups is None:
             new["delta"] = delta
         return new
