@@ -119,9 +119,17 @@ def test_train_command_distills_when_asked(tmp_path, monkeypatch):
     assert list(seen) == ["distill"] and seen["distill"][0][3] == 10.0
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "mnist_robust", "mnist_distilled",
-                                  "cifar10_distilled", "mnist_mlp", "mnist_lenet5",
-                                  "mnist_seed1", "mnist_resnet", "mnist_vgg"])
+def _shipped_weights() -> list[str]:
+    from strattack.models.pretrained import weights_path
+    return sorted(p.stem for p in weights_path("mnist").parent.glob("*.safetensors"))
+
+
+def test_every_shipped_weights_file_is_registered_by_name():
+    from strattack.models.pretrained import _SAFETENSORS_MODELS
+    assert _shipped_weights() == sorted(_SAFETENSORS_MODELS)
+
+
+@pytest.mark.parametrize("name", _shipped_weights())
 def test_every_shipped_model_loads_and_matches_its_recorded_accuracy(name):
     """On the 100 bundled test images, within 3 binomial standard errors (at least 1 image) of
     the test accuracy recorded in the weights' metadata."""

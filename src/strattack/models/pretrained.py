@@ -63,6 +63,10 @@ _SAFETENSORS_MODELS: dict[str, str] = {
     "mnist_robust": "mnist",  # adversarially trained (Madry-style) MNIST model
     "mnist_distilled": "mnist",  # defensive distillation at T = 100 (App. H), deployed at T = 1
     "cifar10_distilled": "cifar10",  # the same on CIFAR-10 (4 epochs each: see REPRODUCTION.md)
+    # Adversarial training by data augmentation (App. H, Table A1): 3,006 C&W-l2 / StrAttack
+    # examples of the training split added to the clean training set.
+    "mnist_advtrain_cw": "mnist",
+    "mnist_advtrain_str": "mnist",
     # The cross-architecture zoo (transferability, Table 3); the arch is in each file's metadata.
     "mnist_mlp": "mnist",
     "mnist_lenet5": "mnist",
