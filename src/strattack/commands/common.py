@@ -6,12 +6,23 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 from ..evaluation.store import ResultStore, store_error
 
-__all__ = ["Say", "read_store", "writable_folder"]
+__all__ = ["Say", "TableResult", "read_store", "writable_folder"]
+
+
+@dataclass
+class TableResult:
+    """What a table-printing command returns: ``lines``, the Markdown tables and notes to print
+    in order; ``rows``, the table's rows; ``written``, the files written."""
+
+    lines: list[str]
+    rows: list[dict[str, object]]
+    written: list[Path]
 
 Say = Callable[[str], None]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -18,7 +17,7 @@ from ..evaluation.stored import load_store_context
 from ..evaluation.summary import markdown_table
 from ..viz.report_figures import plot_group_heatmaps, plot_l0_histogram
 from ..viz.report_html import Gallery, HtmlTable, build_gallery, write_report_html
-from .common import read_store, writable_folder
+from .common import TableResult, read_store, writable_folder
 
 __all__ = ["ReportResult", "report"]
 
@@ -29,14 +28,8 @@ PAPER_LEGEND = ("convention paper (the authors' code): best/worst chosen per nor
                 "over all examples")
 
 
-@dataclass
-class ReportResult:
-    """``lines``: the Markdown tables and notes to print, in order; ``rows``: the report's rows;
-    ``written``: the files written."""
-
-    lines: list[str]
-    rows: list[dict[str, object]]
-    written: list[Path]
+#: Kept as a name of its own for callers; the same result as every table command's.
+ReportResult = TableResult
 
 
 def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: int = 4,

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from ..evaluation.transfer import COLUMNS, Receiver, TransferSummary
 from ..evaluation.transfer import transfer as transfer_examples
 from ..models.loading import load_model
 from ..viz.transfer import plot_transfer
-from .common import Say, read_store, writable_folder
+from .common import Say, TableResult, read_store, writable_folder
 from .report import store_path
 
 __all__ = ["TransferResult", "transfer"]
@@ -27,14 +26,8 @@ LEGEND = ("top-1: the target is the model's prediction (untargeted: the predicti
           "clean images (chance)")
 
 
-@dataclass
-class TransferResult:
-    """``lines``: notes and the Markdown table to print; ``rows``: the table's rows;
-    ``written``: the files written."""
-
-    lines: list[str]
-    rows: list[dict[str, object]]
-    written: list[Path]
+#: Kept as a name of its own for callers; the same result as every table command's.
+TransferResult = TableResult
 
 
 def transfer(run_dir: Path, models: Sequence[str], weights: Sequence[str] = (),
