@@ -76,6 +76,25 @@ class SearchOutcome:
     state: State
 
 
+def window_end(k: int, last: int, patience: int | None) -> int:
+    """Last iteration of the window that starts at k: the next early-stop point (a multiple of
+    ``patience``) or ``last``."""
+    if patience is None:
+        return last
+    return min(last, -(-k // patience) * patience)
+
+
+def stop_stalled(running: Tensor, idx: Tensor, window_best: Tensor, previous_best: Tensor,
+                 tol: float) -> None:
+    """Early stop per image: the objective at z^k has not decreased by a relative ``tol`` over
+    the last window (a window minimum, robust to ADMM oscillations). Updates in place."""
+    prev = previous_best[idx]
+    stalled = torch.isfinite(prev) & (window_best[idx] > prev - tol * prev.abs())
+    previous_best[idx] = window_best[idx]
+    window_best[idx] = float("inf")
+    running[idx[stalled]] = False
+
+
 def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, stage: str, *,
                     active: Tensor, best: BestSoFar, init: Tensor | None = None,
                     const: Tensor | None = None, restart: Restart | None = None
@@ -112,45 +131,42 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
         step_success = torch.zeros(n, dtype=torch.bool, device=device)
         window_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
         previous_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
-        for k in range(1, last + 1):
+        k = 1
+        while k <= last:
+            # The active set only changes at the early-stop points (multiples of `patience`), so
+            # a window between two of them runs on one fixed-shape gathered state: one gather and
+            # one scatter per window instead of one per iteration (the same arithmetic).
             idx = running.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
+            start, end = k, window_end(k, last, settings.patience)
             everyone = idx.numel() == n      # common case: no gather/scatter copies needed
             sub = state if everyone else state.gather(idx)
             x0_i, c = (x0, const) if everyone else (x0[idx], const[idx])
-
-            z = core.point(sub)
-            x = (x0_i + z).requires_grad_(True)
-            with torch.enable_grad():
-                loss = c * hinge(call.margin(x, idx, stage), confidence)        # eq. (3)
-                grad, = torch.autograd.grad(loss.sum(), x)
-            iterations[idx] += 1
-
-            sub = core.step(sub, grad, k, idx)
+            lowest, found = window_best[idx], step_success[idx]
+            for k in range(k, end + 1):       # noqa: B020 (k continues after the window)
+                z = core.point(sub)
+                x = (x0_i + z).requires_grad_(True)
+                with torch.enable_grad():
+                    loss = c * hinge(call.margin(x, idx, stage), confidence)        # eq. (3)
+                    grad, = torch.autograd.grad(loss.sum(), x)
+                sub = core.step(sub, grad, k, idx)
+                lowest = torch.minimum(lowest, loss.detach() + core.regularizer(z))
+                if k % settings.check_every == 0 or k == last:
+                    cand = core.candidate(sub, idx)
+                    with torch.no_grad():
+                        adv = is_adversarial(call.margin(x0_i + cand, idx, stage), confidence)
+                    found = found | adv
+                    best.update(idx, cand.flatten(1).norm(dim=1), cand, c, candidate=adv)
+            iterations[idx] += end - start + 1
+            window_best[idx], step_success[idx] = lowest, found
             if everyone:
                 state = sub
             else:
                 state.scatter_(idx, sub)
-            objective = loss.detach() + core.regularizer(z)
-
-            if k % settings.check_every == 0 or k == last:
-                cand = core.candidate(sub, idx)
-                with torch.no_grad():
-                    adv = is_adversarial(call.margin(x0_i + cand, idx, stage), confidence)
-                step_success[idx] |= adv
-                best.update(idx, cand.flatten(1).norm(dim=1), cand, c, candidate=adv)
-
-            # Early stop per image: the objective at z^k has not decreased by a relative `tol`
-            # over the last `patience` iterations (a window minimum, robust to ADMM oscillations).
-            window_best[idx] = torch.minimum(window_best[idx], objective)
-            if settings.patience is not None and k % settings.patience == 0:
-                prev = previous_best[idx]
-                stalled = torch.isfinite(prev) & (window_best[idx] > prev - settings.tol * prev.abs())
-                previous_best[idx] = window_best[idx]
-                window_best[idx] = float("inf")
-                running[idx[stalled]] = False
-
+            if settings.patience is not None and end % settings.patience == 0:
+                stop_stalled(running, idx, window_best, previous_best, settings.tol)
+            k = end + 1
         if settings.success_rule == "improved":
             step_success &= best.dist < best_before
         const, lower, upper = update_const(const, lower, upper, step_success, todo,
