@@ -8,6 +8,10 @@ module needed is loaded directly, with a stub for the optional visdom logger):
     pip install --no-deps --target /tmp/advlib_site /tmp/advlib/adv_lib-0.2.8-py3-none-any.whl
     python benchmarks/compare_adv_lib.py --adv-lib-path /tmp/advlib_site --images 20
 
+Without --max-iterations adv_lib runs at its own defaults (6 x 2,000 iterations, refinement
+8 x 400). Our rows: today's defaults, and the defaults before issue 17 with what changed one
+lever at a time (the "before/after" rows of BENCHMARKS.md section 11).
+
 Task (issue 2, section 6): bundled MNIST model, first N correctly classified bundled test images,
 target = (label + 1) mod 10. Passes are counted with forward / full-backward hooks on the model.
 """
@@ -44,15 +48,30 @@ def load_adv_lib_str_attack(path: str):
     return module.str_attack
 
 
+# The defaults before issue 17 (App. F's tau, 5 x 200 + 2 x 100, no rescue steps).
+BEFORE = dict(tau=2.0, binary_search_steps=5, max_iterations=200, refine_iterations=100,
+              rescue_steps=0)
+OURS = {
+    "strattack str_attack (defaults)": {},
+    "strattack, defaults before issue 17 (tau 2, 5x200 + 2x100)": BEFORE,
+    "strattack, before + tau = 1": {**BEFORE, "tau": 1.0},
+    "strattack, defaults with the authors' reset (warm_start=False)": {"warm_start": False},
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--adv-lib-path", required=True)
+    p.add_argument("--adv-lib-path", default=None, help="required unless --ours-only")
     p.add_argument("--images", type=int, default=20)
-    p.add_argument("--max-iterations", type=int, default=2000, help="adv_lib iterations per search step")
+    p.add_argument("--max-iterations", type=int, default=None,
+                   help="adv_lib iterations per search step (default: adv_lib's own default)")
+    p.add_argument("--ours-only", action="store_true", help="skip adv_lib (our rows only)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
+    if a.adv_lib_path is None and not a.ours_only:
+        p.error("--adv-lib-path is required unless --ours-only")
     torch.set_num_threads(a.threads)
-    peer = load_adv_lib_str_attack(a.adv_lib_path)
+    peer = None if a.ours_only else load_adv_lib_str_attack(a.adv_lib_path)
     model = load_pretrained("mnist")
     seen = {"fwd": 0, "bwd": 0}
     model.register_forward_hook(lambda m, i, o: seen.__setitem__("fwd", seen["fwd"] + o.shape[0]))
@@ -63,11 +82,13 @@ def main() -> None:
     x, y = x[ok], y[ok]
     t = (y + 1) % 10
     groups = GroupSpec.for_inputs(x, 2, 2)
-    runs = {
-        f"adv_lib 0.2.8 str_attack (max_iterations={a.max_iterations})":
-            lambda: peer(model, x, t, targeted=True, max_iterations=a.max_iterations),
-        "strattack str_attack (defaults)": lambda: str_attack(model, x, t, targeted=True).adv,
-    }
+    peer_kw = {} if a.max_iterations is None else {"max_iterations": a.max_iterations}
+    peer_name = ("adv_lib 0.2.8 str_attack (defaults)" if a.max_iterations is None
+                 else f"adv_lib 0.2.8 str_attack (max_iterations={a.max_iterations})")
+    runs = {} if a.ours_only else {
+        peer_name: lambda: peer(model, x, t, targeted=True, **peer_kw)}
+    for name, kw in OURS.items():
+        runs[name] = lambda kw=kw: str_attack(model, x, t, targeted=True, **kw).adv
     print("| implementation | ASR % | l0 | l2 | nonzero 2x2 groups | fwd/ex | bwd/ex | s/ex |")
     print("|---|---|---|---|---|---|---|---|")
     for name, run in runs.items():

@@ -25,7 +25,8 @@ DOCUMENTED = dict(rho=15.0, rho_delta=30.0, gamma=4.0, tau=3.0, alpha=5.0, group
                   success_rule="improved", warm_start=False, binary_search_steps=6,
                   max_iterations=2000, iteration_growth=1000, check_every=1, patience=None,
                   refine=True, refine_search_steps=8, refine_iterations=400,
-                  refine_initial_const=5.0, refine_quantile=0.03, refine_gamma=0.01)
+                  refine_initial_const=5.0, refine_quantile=0.03, refine_gamma=0.01,
+                  rescue_steps=0)
 
 
 def spy_on_admm_attack(monkeypatch) -> list[dict]:
@@ -240,7 +241,7 @@ def test_without_warm_start_the_second_c_step_is_a_fresh_run_at_its_c(monkeypatc
     def trajectory(**kw):
         RecordingADMM.trajectory = []
         r = str_attack(model, x, t, targeted=True, patience=None, refine=False, check_every=1,
-                       max_iterations=6, const_growth=5.0, **kw)
+                       max_iterations=6, const_growth=5.0, rescue_steps=0, **kw)
         assert not r.success.any()
         return RecordingADMM.trajectory
 

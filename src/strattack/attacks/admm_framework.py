@@ -23,7 +23,7 @@ from ..solver.admm import (ADMMParams, OverlapMode, RefineADMM, StructuredADMM, 
 from ..solver.distortion import Distortion, DistortionName
 from ..solver.groups import GroupSpec
 from .admm_search import SearchSettings, SuccessRule, constant_search
-from .lifecycle import AttackCall, BestSoFar, public_attack
+from .lifecycle import AttackCall, BestSoFar, NearestMiss, public_attack
 
 
 @public_attack
@@ -57,7 +57,9 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                success_rule: SuccessRule = "found",
                warm_start: bool = True,
                iteration_growth: int = 0,
-               refine_initial_const: float | None = None) -> AttackResult:
+               refine_initial_const: float | None = None,
+               rescue_steps: int = 0,
+               refine_misses: bool = False) -> AttackResult:
     """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
 
     Args:
@@ -94,6 +96,12 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         iteration_growth: step j (from 0) of the main search runs
             max_iterations + j * iteration_growth iterations.
         refine_initial_const: c of the refinement's first step (None: each image's best c).
+        rescue_steps: after the main search, up to this many more steps (c still growing) for
+            the images with no adversarial example yet; the others cost nothing more.
+        refine_misses: also run the refinement for the images the search never made
+            adversarial, from their closest miss (the checked candidate of smallest margin), on
+            its sigma-sparse support (for the l_inf-bounded attack: problem (20) at gamma = 0 on
+            a support that already nearly fools the model).
 
     Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
     perturbed, so every perturbed pixel belongs to a group.
@@ -126,7 +134,7 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                             max_iterations=max_iterations, check_every=check_every,
                             patience=patience, tol=tol, const_growth=const_growth,
                             warm_start=warm_start, success_rule=success_rule,
-                            iteration_growth=iteration_growth)
+                            iteration_growth=iteration_growth, rescue_steps=rescue_steps)
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
                                      patience=patience, tol=tol, const_growth=const_growth,
@@ -143,20 +151,22 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                  else torch.zeros((1,) * x0.ndim, dtype=torch.bool, device=x0.device))
     lo, hi = feasible_bounds(x0, epsilon, uncovered)
     core = StructuredADMM(params, groups, lo, hi, overlap)
-    iterations = constant_search(call, core, search, "admm", active=active, best=best).iterations
+    nearest = NearestMiss(x0) if refine_misses else None
+    iterations = constant_search(call, core, search, "admm", active=active, best=best,
+                                 nearest=nearest).iterations
     if refine_settings is None:
         return best.result(call, epsilon, iterations)
 
     unrefined = best.adversarial(x0, epsilon)
     to_refine = active & best.found
+    misses = (active & ~best.found & torch.isfinite(nearest.margin)
+              if nearest is not None else None)
     if to_refine.any():
         def refine_from_best() -> tuple[RefineADMM, Tensor]:
             """Prop. 3 on the support {|delta*| > sigma} (19) of the current best delta*,
             started at delta* restricted to it."""
-            support = sparse_support(best.delta, refine_quantile) & ~uncovered
-            lo_r, hi_r = feasible_bounds(x0, epsilon, ~support)
-            core = RefineADMM(refine_params, lo_r, hi_r, support.to(x0.dtype))
-            return core, best.delta * support
+            return refine_core_at(refine_params, best.delta, x0, epsilon, uncovered,
+                                  refine_quantile)
 
         refine_core, start = refine_from_best()
         first_const = (best.const if refine_initial_const is None
@@ -166,4 +176,30 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                                   const=torch.where(to_refine, first_const,
                                                     torch.ones_like(best.const)))
         iterations = iterations + refined.iterations
+    if misses is not None and misses.any():
+        iterations = iterations + refine_the_misses(call, refine_params, refine_settings, best,
+                                                    nearest, misses, epsilon, uncovered,
+                                                    refine_quantile)
     return best.result(call, epsilon, iterations, unrefined)
+
+
+def refine_the_misses(call: AttackCall, params: ADMMParams, settings: SearchSettings,
+                      best: BestSoFar, nearest: NearestMiss, misses: Tensor,
+                      epsilon: float | None, uncovered: Tensor, quantile: float) -> Tensor:
+    """Prop. 3 for the images the search never made adversarial: on the sigma-sparse support of
+    their closest miss, started there, at the c it was met at. Returns the iterations run."""
+    core, start = refine_core_at(params, nearest.delta, call.x0, epsilon, uncovered, quantile)
+    outcome = constant_search(call, core, settings, "refine misses", active=misses, best=best,
+                              init=start, restart=lambda: (core, start),
+                              const=torch.where(misses, nearest.const,
+                                                torch.ones_like(nearest.const)))
+    return outcome.iterations
+
+
+def refine_core_at(params: ADMMParams, delta: Tensor, x0: Tensor, epsilon: float | None,
+                   uncovered: Tensor, quantile: float) -> tuple[RefineADMM, Tensor]:
+    """The Prop. 3 core on the support {|delta| > sigma} (19) of ``delta`` (minus the pixels no
+    group covers), and its start: delta restricted to that support."""
+    support = sparse_support(delta, quantile) & ~uncovered
+    lo, hi = feasible_bounds(x0, epsilon, ~support)
+    return RefineADMM(params, lo, hi, support.to(x0.dtype)), delta * support

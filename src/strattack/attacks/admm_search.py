@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..solver.admm import State
 from ..solver.losses import hinge, is_adversarial
-from .lifecycle import AttackCall, BestSoFar, update_const
+from .lifecycle import AttackCall, BestSoFar, NearestMiss, update_const
 
 
 class ADMMCore(Protocol):
@@ -43,6 +43,7 @@ class SearchSettings:
     warm_start: bool = True     # False: the ADMM state (and k) restarts at every step
     success_rule: SuccessRule = "found"   # "improved": a step succeeds only if best l2 dropped
     iteration_growth: int = 0   # step j (from 0) runs max_iterations + j * iteration_growth
+    rescue_steps: int = 0       # extra steps (c still growing) only for images with no success
 
     def __post_init__(self) -> None:
         if not self.initial_const > 0:
@@ -57,6 +58,8 @@ class SearchSettings:
         if self.success_rule not in ("found", "improved"):
             raise ValueError(f"success_rule must be 'found' or 'improved', "
                              f"got {self.success_rule!r}")
+        if self.rescue_steps < 0:
+            raise ValueError(f"rescue_steps must be >= 0, got {self.rescue_steps}")
         if self.iteration_growth < 0:
             raise ValueError(f"iteration_growth must be >= 0, got {self.iteration_growth}")
 
@@ -97,8 +100,8 @@ def stop_stalled(running: Tensor, idx: Tensor, window_best: Tensor, previous_bes
 
 def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, stage: str, *,
                     active: Tensor, best: BestSoFar, init: Tensor | None = None,
-                    const: Tensor | None = None, restart: Restart | None = None
-                    ) -> SearchOutcome:
+                    const: Tensor | None = None, restart: Restart | None = None,
+                    nearest: NearestMiss | None = None) -> SearchOutcome:
     """Binary search on c (per image) with an ADMM inner loop, for the images in ``active``;
     the adversarial candidates with the smallest l2 go to ``best``.
 
@@ -109,6 +112,9 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
     (``"improved"``, the authors' code). With ``warm_start`` the ADMM state is carried from one
     step to the next (eta_k restarts at k = 1); without, every step restarts from ``init`` (or
     from what ``restart()`` returns: a new core and z^0) with zero duals, as the authors' code.
+    After ``search_steps``, up to ``rescue_steps`` more steps run for the images that have no
+    adversarial example yet (an image is a failure only if all of them fail too). ``nearest``,
+    if given, keeps each image's closest non-adversarial candidate.
     """
     x0, confidence = call.x0, call.confidence
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
@@ -121,7 +127,13 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
     iterations = torch.zeros(n, dtype=torch.long, device=device)
     todo = active.clone()
 
-    for step in range(settings.search_steps):
+    for step in range(settings.search_steps + settings.rescue_steps):
+        if step >= settings.search_steps:
+            # Rescue: the images without any adversarial example go on (c keeps growing, the
+            # state warm); the others cost nothing more. One host sync per step.
+            todo = todo & ~best.found
+            if not todo.any():
+                break
         if step > 0 and not settings.warm_start:
             core, fresh = restart() if restart is not None else (core, init_z)
             state = core.init_state(fresh)
@@ -155,9 +167,12 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
                 if k % settings.check_every == 0 or k == last:
                     cand = core.candidate(sub, idx)
                     with torch.no_grad():
-                        adv = is_adversarial(call.margin(x0_i + cand, idx, stage), confidence)
+                        margin = call.margin(x0_i + cand, idx, stage)
+                    adv = is_adversarial(margin, confidence)
                     found = found | adv
                     best.update(idx, cand.flatten(1).norm(dim=1), cand, c, candidate=adv)
+                    if nearest is not None:
+                        nearest.update(idx, margin, cand, c, adv)
             iterations[idx] += end - start + 1
             window_best[idx], step_success[idx] = lowest, found
             if everyone:

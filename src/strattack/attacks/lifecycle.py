@@ -292,6 +292,25 @@ class BestSoFar:
                            iterations=iterations, unrefined=unrefined)
 
 
+class NearestMiss:
+    """Per image: the checked candidate with the smallest margin that was not adversarial (the
+    closest miss), and the c it was met at. Where an l_inf-bounded search never fools the model,
+    the refinement can start from it (``refine_misses``, issue 17 section 2)."""
+
+    def __init__(self, x0: Tensor) -> None:
+        self.delta = torch.zeros_like(x0)
+        self.margin = torch.full((x0.shape[0],), float("inf"), dtype=x0.dtype, device=x0.device)
+        self.const = torch.ones_like(self.margin)
+
+    def update(self, idx: Tensor, margin: Tensor, delta: Tensor, const: Tensor,
+               adversarial: Tensor) -> None:
+        closer = ~adversarial & (margin < self.margin[idx])
+        c_idx = idx[closer]
+        self.delta[c_idx] = delta[closer]
+        self.margin[c_idx] = margin[closer]
+        self.const[c_idx] = const[closer]
+
+
 # --- the per-image constant search ---------------------------------------------------------
 
 def update_const(const: Tensor, lower: Tensor, upper: Tensor, success: Tensor, todo: Tensor,

@@ -50,6 +50,7 @@ AUTHORS_CODE: Mapping[str, Any] = {
     "refine_initial_const": 5.0,
     "refine_quantile": 0.03,
     "refine_gamma": 0.01,
+    "rescue_steps": 0,          # they have none
 }
 
 PRESETS: Mapping[str, Mapping[str, Any]] = {"authors_code": AUTHORS_CODE}

@@ -30,21 +30,21 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                stride: int = 2,
                rho: float = 1.0,
                gamma: float = 1.0,
-               tau: float = 2.0,
+               tau: float = 1.0,
                alpha: float = 5.0,
                distortion: DistortionName = "l2",
                beta: float = 1e-3,
                overlap: OverlapMode = "exact",
                initial_const: float = 0.5,
-               binary_search_steps: int = 5,
-               max_iterations: int = 200,
+               binary_search_steps: int = 3,
+               max_iterations: int = 100,
                check_every: int = 5,
                patience: int | None = 40,
                tol: float = 1e-3,
                refine: bool = True,
                refine_quantile: float = 0.03,
                refine_search_steps: int = 2,
-               refine_iterations: int = 100,
+               refine_iterations: int = 80,
                refine_gamma: float | None = None,
                true_labels: Tensor | None = None,
                rho_delta: float | None = None,
@@ -53,12 +53,18 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                warm_start: bool = True,
                iteration_growth: int = 0,
                refine_initial_const: float | None = None,
+               rescue_steps: int = 2,
+               refine_misses: bool = False,
                preset: PresetName | None = None) -> AttackResult:
     """Structured (group-sparse) adversarial attack: :func:`admm_attack` with a group penalty
     tau > 0 (every other keyword is admm_attack's, with the same default and meaning).
 
-    Defaults follow Appendix F: rho = 1, eta_1 = 5, tau = 2, gamma = 1, D = ||.||_2^2,
-    refinement on the 3%-quantile support.
+    Defaults: Appendix F's rho = 1, eta_1 = 5, gamma = 1, D = ||.||_2^2, c0 = 0.5, refinement
+    on the 3%-quantile support; not App. F (issue 17, BENCHMARKS.md section 11): tau = 1 (App. F:
+    2) and a budget of 3 x 100 iterations + refinement 2 x 80, plus up to 2 rescue steps for the
+    images still without an adversarial example. On the MNIST speed task this is ASR 100% below
+    adv_lib's l0 and l2 at under 1,000 model passes per example. ``admm_attack`` and
+    :func:`str_attack_linf` keep tau = 2 and 5 x 200 (+ 2 x 100).
 
     preset: None (the defaults above) or ``"authors_code"``: the ImageNet settings of the
         authors' code (:data:`strattack.attacks.presets.AUTHORS_CODE`; README, "The
@@ -104,8 +110,13 @@ def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: T
                     success_rule: SuccessRule = "found",
                     warm_start: bool = True,
                     iteration_growth: int = 0,
-                    refine_initial_const: float | None = None) -> AttackResult:
+                    refine_initial_const: float | None = None,
+                    rescue_steps: int = 0,
+                    refine_misses: bool = True) -> AttackResult:
     """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,
     Table 2; ``refine_gamma=0``). Success means fooling the model within the budget. Every
-    other keyword is :func:`str_attack`'s."""
+    other keyword is :func:`str_attack`'s, with App. F's tau = 2 and the 5 x 200 (+ 2 x 100)
+    budget of the recorded Table 2 runs as defaults, and ``refine_misses=True``: the images the
+    search never fooled are refined too, from their closest miss (on 100 robust-MNIST images at
+    eps = 0.4 this raised the ASR from 64% to 83% for 10% more passes; REPRODUCTION.md, Table 2)."""
     return str_attack(**locals())
