@@ -327,5 +327,5 @@ def test_str_attack_lists_admm_attacks_keywords_with_the_same_defaults():
     assert {n: plain[n][0] for n in own} == own
     assert set(linf) == set(admm)
     differ = {n for n in admm if linf[n] != admm[n]}
-    assert differ == {"epsilon", "refine_gamma"}
-    assert linf["refine_gamma"][0] == 0.0 and linf["epsilon"][0] is inspect.Parameter.empty
+    assert differ == {"epsilon", "refine_gamma", "refine_misses"}
+    assert linf["refine_gamma"][0] == 0.0 and linf["refine_misses"][0] is True and linf["epsilon"][0] is inspect.Parameter.empty
