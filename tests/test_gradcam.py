@@ -10,10 +10,19 @@ import pytest
 import torch
 from torch import nn
 
+from click.testing import CliRunner
+from matplotlib.text import Text
+
+from strattack.cli import main
+from strattack.commands import explain as explain_module
+from strattack.commands.explain import ExplainOptions, explain
+from strattack.data.evaluation_data import EvaluationData
+from strattack.errors import ConfigError
 from strattack.interpretability import (GAPNet, cam, choose_class_maps, default_gradcam_layer,
                                         find_cam_layers, grad_cam)
 from strattack.interpretability.analysis import measure_interpretability
 from strattack.models.pretrained import build_model
+from strattack.viz.interpretability import cam_panels_figure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,6 +105,7 @@ def test_gradcam_works_with_frozen_weights():
 @pytest.mark.parametrize("call, message", [
     (lambda m, x: grad_cam(m, x[0], 1), r"inputs must be \(N, C, H, W\)"),
     (lambda m, x: grad_cam(m, x, 1, layer="nosuch"), "model has no layer 'nosuch'"),
+    (lambda m, x: grad_cam(m, x, 1, layer="features.12"), "did you mean 'model.features.12'"),
     (lambda m, x: grad_cam(m, x, 10), r"classes must be an int or \(N,\) in \[0, 10\)"),
     (lambda m, x: grad_cam(m, x, 1, layer="model.classifier.1"), r"\(N, K, h, w\) map"),
 ])
@@ -130,10 +140,121 @@ def test_cam_based_is_uses_gradcam_on_the_cifar10_net_and_says_so():
     curves = measure_interpretability(model, x, y, t, delta, (50, 90), batch_size=2)
     assert curves.cam_unavailable is None
     assert curves.cam_method == "Grad-CAM (Selvaraju et al. 2017) at layer 'model.features.12'"
+    assert curves.cam_name == "Grad-CAM"
     assert curves.cam_is["A"].shape == (2, 3)
     gap = measure_interpretability(gap_net(), images(2, 16), y[:2], t[:2],
                                    {"A": torch.randn(2, 3, 16, 16, dtype=torch.float64)}, (50,))
     assert gap.cam_method == "CAM (Zhou et al. 2016) at layer 'features'"
+    assert gap.cam_name == "CAM"
+
+
+# ------------------------------------------------------------------ explain --cam-layer
+def _one_synthetic_image(monkeypatch, model: nn.Module, side: int) -> dict[str, list]:
+    """explain's one-image path (--dataset mnist --image 0 --target 1) on a random image of
+    class 0 and ``model``: no dataset files or weights, fixed perturbations "A" and "B" in place
+    of the attacks, and figures recorded instead of drawn. Returns the calls: "attack",
+    "forward" (passes of ``model``), "is_figure" and "cam_panels" (their keywords)."""
+    calls: dict[str, list] = {"attack": [], "forward": [], "is_figure": [], "cam_panels": []}
+    data = EvaluationData("synthetic", images(1, side), torch.tensor([0]), torch.tensor([0]),
+                          [f"c{i}" for i in range(10)], 2)
+    model.register_forward_hook(lambda *_: calls["forward"].append(1))
+
+    def attack(ex, _group_size):
+        calls["attack"].append(1)
+        return _fixed_deltas(ex.x), []
+
+    def record(kind, path_at):
+        def plot(*args, **kwargs):
+            calls[kind].append({"args": args, **kwargs})
+            return args[path_at]
+        return plot
+
+    monkeypatch.setattr(explain_module, "load_evaluation_data", lambda *_, **__: data)
+    monkeypatch.setattr(explain_module, "load_model", lambda *_, **__: model)
+    monkeypatch.setattr(explain_module, "_attack", attack)
+    monkeypatch.setattr(explain_module, "plot_is_vs_percentile", record("is_figure", 2))
+    monkeypatch.setattr(explain_module, "plot_asm_panels", lambda *a, **_: a[4])
+    monkeypatch.setattr(explain_module, "plot_cam_panels", record("cam_panels", 3))
+    return calls
+
+
+def _fixed_deltas(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {k: 0.05 * torch.randn(x.shape, generator=g, dtype=x.dtype) for k in "AB"}
+
+
+def _explain_one(tmp_path, cam_layer: str | None, **options):
+    return explain(ExplainOptions(dataset="mnist", image_index=0, target=1, num_figures=1,
+                                  cam_layer=cam_layer, out=tmp_path, **options))
+
+
+@pytest.mark.parametrize("layer", [None, "features.1"])
+def test_explain_cam_layer_forces_gradcam_at_that_layer_and_names_it(monkeypatch, tmp_path,
+                                                                      layer):
+    """The GAP net gets exact CAM by default; --cam-layer gives Grad-CAM at that layer, in the
+    IS curves, the panels' maps, the printed table and the figures' labels."""
+    model = gap_net()
+    calls = _one_synthetic_image(monkeypatch, model, 16)
+    result = _explain_one(tmp_path, layer)
+    x, y, t = images(1, 16), torch.tensor([0]), torch.tensor([1])
+    name = "CAM" if layer is None else "Grad-CAM"
+    want = cam(model, x, y) if layer is None else grad_cam(model, x, y, layer=layer)
+    assert result.summary["cam_method"].startswith(f"{name} (")
+    assert result.summary["cam_method"].endswith(f"at layer {layer or 'features'!r}")
+    panel = calls["cam_panels"][0]
+    assert panel["method"] == name
+    close(panel["args"][2]["original"][0], want[0], rtol=1e-10, atol=1e-12)
+    curves = measure_interpretability(model, x, y, t, _fixed_deltas(x), cam_layer=layer)
+    assert result.summary["cam"] == curves.means()["cam"]
+    cam_figure = calls["is_figure"][1]
+    assert cam_figure["title"].startswith(f"{name}-based IS ({name} of the true class)")
+    assert cam_figure["score_name"] == name
+    table = [line.split(":")[0] for line in result.lines if line.startswith("  ")]
+    assert table == ["  ASM A", "  ASM B", "  ASM A - B (one example)",
+                     f"  {name} A", f"  {name} B", f"  {name} A - B (one example)"]
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("nosuch", r"--cam-layer: model has no layer 'nosuch'; its last layers are \['model\."),
+    ("features.12", "did you mean 'model.features.12'"),
+    ("model.classifier.1", r"--cam-layer: the Grad-CAM layer must output a \(N, K, h, w\) map"),
+])
+def test_explain_rejects_a_bad_cam_layer_before_attacking(monkeypatch, tmp_path, layer,
+                                                          message):
+    calls = _one_synthetic_image(monkeypatch, cifar_net(), 32)
+    with pytest.raises(ConfigError, match=message):
+        _explain_one(tmp_path / "out", layer)
+    assert not calls["attack"] and not (tmp_path / "out").exists()
+    if "no layer" in message:                   # not even a forward pass
+        assert not calls["forward"]
+
+
+def test_explain_cli_passes_cam_layer_on(monkeypatch, tmp_path):
+    _one_synthetic_image(monkeypatch, gap_net(), 16)
+    base = ["explain", "--dataset", "mnist", "--image", "0", "--target", "1", "--figures", "0"]
+    res = CliRunner().invoke(main, [*base, "--cam-layer", "nosuch", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--cam-layer: model has no layer 'nosuch'" in res.output
+    res = CliRunner().invoke(main, [*base, "--cam-layer", "features.1", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "Grad-CAM (Selvaraju et al. 2017) at layer 'features.1'" in res.output
+    assert "  Grad-CAM A: " in res.output and "  CAM A: " not in res.output
+
+
+@pytest.mark.parametrize("method", ["CAM", "Grad-CAM"])
+def test_cam_panels_name_the_method_in_labels_colour_bar_and_title(method):
+    x, m = images(1, 8)[0], torch.rand(8, 8, dtype=torch.float64)
+    fig = cam_panels_figure(x, {"A": x}, {"original": (m, m), "A": (m, m)},
+                            class_names=("cat", "dog"), method=method)
+    texts = {t.get_text() for t in fig.findobj(Text)}
+    assert {f"{method}, true class: cat", f"{method}, target class: dog",
+            f"{method} (normalised to [0, 1], drawn at 50% opacity)"} <= texts
+    grad = {t for t in texts if "Grad-CAM" in t}
+    if method == "CAM":
+        assert not grad and "Class activation maps of original and adversarial images" in texts
+    else:
+        assert "Grad-CAM class activation maps of original and adversarial images" in grad
+    with pytest.raises(ValueError, match="method must be 'CAM' or 'Grad-CAM'"):
+        cam_panels_figure(x, {}, {"original": (m, m)}, method="gradcam")
 
 
 # ------------------------------------------------------------------ torchcam cross-checks

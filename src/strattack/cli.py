@@ -328,6 +328,10 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
               help="nu of B_ASM in the Fig. 3(b) panels (the paper uses the 90th percentile).")
 @click.option("--asm-variant", type=click.Choice(["61", "60"]), default="61", show_default=True,
               help="ASM of eq. (61) (true vs target logit) or eq. (60) (target vs all others).")
+@click.option("--cam-layer", default=None, metavar="NAME",
+              help="Use Grad-CAM at this module of the model (a model.named_modules() name, as "
+              "the output's note prints it, e.g. model.features.12) [default: exact CAM for a "
+              "GAP + linear head, else Grad-CAM after the last convolution].")
 @click.option("--device", default="cpu", show_default=True, callback=_device_callback,
               help="torch device, e.g. cpu or cuda.")
 @THREADS_OPTION
@@ -335,8 +339,9 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
               help="Output folder [default: RUN_DIR/explain, or ./explain].")
 def explain_command(run_dir: Path | None, **options: Any) -> None:
     """Interpretability of perturbations (paper section 6): ASM-based IS vs percentile (Fig. 3a),
-    CAM-based IS, and ASM / CAM panels (Fig. 3b, Fig. 4), from a stored evaluation or by
-    attacking one image (--dataset, --image, --target) with StrAttack and C&W-l2."""
+    CAM-based IS (exact CAM or Grad-CAM, as the output says), and ASM / CAM panels (Fig. 3b,
+    Fig. 4), from a stored evaluation or by attacking one image (--dataset, --image, --target)
+    with StrAttack and C&W-l2."""
     from .commands.explain import ExplainOptions, explain
 
     with _library_errors():

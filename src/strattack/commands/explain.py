@@ -18,6 +18,7 @@ from ..evaluation.store import STORE_NAME
 from ..evaluation.stored import common_successes, load_store_context
 from ..interpretability import ClassMaps, asm, choose_class_maps
 from ..interpretability.analysis import InterpretabilityCurves, measure_interpretability
+from ..interpretability.gradcam import grad_cam, named_layer
 from ..models.loading import load_model
 from ..viz.interpretability import plot_asm_panels, plot_cam_panels, plot_is_vs_percentile
 from .common import read_store, writable_folder
@@ -30,6 +31,8 @@ class ExplainOptions:
     """What to explain: the store in ``run_dir`` (``attacks``: its labels to compare, default the
     first two; ``num_examples`` adversarial under all of them) or, without it, image
     ``image_index`` of ``dataset`` attacked toward ``target`` with StrAttack and C&W-l2.
+    ``cam_layer``: force Grad-CAM at this module of the model (a ``model.named_modules()``
+    name); None: exact CAM for a GAP + linear head, else Grad-CAM at its default layer.
     ``out`` defaults to ``run_dir``/explain or ./explain."""
 
     run_dir: Path | None = None
@@ -44,6 +47,7 @@ class ExplainOptions:
     num_figures: int = 3
     mask_percentile: float = 90
     asm_variant: str = "61"
+    cam_layer: str | None = None
     device: str = "cpu"
     threads: int | None = None
     out: Path | None = None
@@ -81,7 +85,7 @@ def explain(options: ExplainOptions) -> ExplainResult:
         torch.set_num_threads(options.threads)  # beside other jobs, oversubscribed threads spin
     ex, out = _from_store(options) if options.run_dir is not None else _one_image(options)
     curves = measure_interpretability(ex.model, ex.x, ex.y, ex.targets, ex.deltas,
-                                      variant=options.asm_variant)
+                                      variant=options.asm_variant, cam_layer=options.cam_layer)
     means = curves.means()
     if curves.cam_unavailable:
         ex.notes.append(f"no CAM-based IS for this model: {curves.cam_unavailable}")
@@ -90,10 +94,13 @@ def explain(options: ExplainOptions) -> ExplainResult:
     summary = _summary(curves, means, options.asm_variant, len(ex.rows), list(ex.deltas))
     written = [*_curve_figures(curves, means, out, len(ex.rows), ex.data.name),
                _write_json(summary, out)]
-    maps_of = choose_class_maps(ex.model, ex.x[:1]) if "cam" in means else None
+    maps_of = (choose_class_maps(ex.model, ex.x[:1], options.cam_layer) if "cam" in means
+               else None)
     for j in range(min(options.num_figures, len(ex.rows))):
         written += _panels(ex, j, options, out, maps_of)
-    lines = [f"note: {n}" for n in ex.notes] + _is_table(curves.percentiles, means, summary)
+    names = {"asm": "ASM", "cam": curves.cam_name or "CAM"}
+    lines = [f"note: {n}" for n in ex.notes] + _is_table(curves.percentiles, means, summary,
+                                                         names)
     return ExplainResult(lines, summary, written)
 
 
@@ -116,6 +123,7 @@ def _from_store(o: ExplainOptions) -> tuple[_Examples, Path]:
         except ConfigError as err:   # the store names data that is not there: no wrong option
             raise DataError(str(err)) from err
     ex = _examples(model, data, rows, found.targets, found.deltas, o.device)
+    _check_cam_layer(model, o.cam_layer, ex.x[:1])
     return ex, writable_folder(o.out or o.run_dir / "explain", "explain figures")
 
 
@@ -136,8 +144,22 @@ def _one_image(o: ExplainOptions) -> tuple[_Examples, Path]:
         raise ConfigError(f"--target must be a class in [0, {data.num_classes}) other than "
                           f"the true class {label}")
     ex = _examples(model, data, rows, torch.tensor([o.target]), {}, o.device)
+    _check_cam_layer(model, o.cam_layer, ex.x[:1])
     ex.deltas, ex.notes = _attack(ex, data.group_size)
     return ex, writable_folder(o.out or Path("explain"), "explain figures")
+
+
+def _check_cam_layer(model: nn.Module, layer: str | None, example: Tensor) -> None:
+    """ConfigError before any attack unless ``layer`` (if given) is a module of ``model``
+    (checked before any forward pass) with a spatial map Grad-CAM can weight (one forward and
+    backward pass of ``example``)."""
+    if layer is None:
+        return
+    try:
+        named_layer(model, layer)
+        grad_cam(model, example, 0, layer=layer, upsample=False)
+    except ValueError as err:
+        raise ConfigError(f"--cam-layer: {err}") from err
 
 
 def _examples(model: nn.Module, data: EvaluationData, rows: Tensor, targets: Tensor,
@@ -191,13 +213,13 @@ def _curve_figures(curves: InterpretabilityCurves, means: dict[str, dict[str, li
                                      title=f"ASM-based IS, {n} examples ({data_name})",
                                      zero_fraction=curves.zero_fraction["asm"])]
     if "cam" in means:
-        method = (curves.cam_method or "CAM").split(" (")[0]     # "CAM" or "Grad-CAM"
+        method = curves.cam_name or "CAM"                          # "CAM" or "Grad-CAM"
         written.append(plot_is_vs_percentile(
             curves.percentiles, means["cam"], out / "cam_is.png",
-            title=f"CAM-based IS ({method} of the true class), {n} examples",
+            title=f"{method}-based IS ({method} of the true class), {n} examples",
             ylabel=f"mean IS with B = {method} above percentile",
             xlabel=f"threshold (percentile of the {method} values)",
-            zero_fraction=curves.zero_fraction["cam"], score_name="CAM"))
+            zero_fraction=curves.zero_fraction["cam"], score_name=method))
     return written
 
 
@@ -227,23 +249,24 @@ def _cam_panel(maps_of: ClassMaps, x: Tensor, y: Tensor, t: Tensor, deltas: dict
         adv = (x + d.unsqueeze(0).to(x)).clamp(0, 1)
         advs[a] = adv[0]
         cams[a] = (maps_of(adv, y)[0], maps_of(adv, t)[0])
-    return plot_cam_panels(x[0], advs, cams, path, class_names=names)
+    return plot_cam_panels(x[0], advs, cams, path, class_names=names, method=maps_of.method)
 
 
 def _is_table(percentiles: tuple[float, ...], means: dict[str, dict[str, list[float]]],
-              summary: dict[str, Any]) -> list[str]:
-    """Mean IS per percentile, per score kind and attack, then the paired difference."""
+              summary: dict[str, Any], names: dict[str, str]) -> list[str]:
+    """Mean IS per percentile, per score kind (shown as ``names[kind]``: ASM, CAM or Grad-CAM)
+    and attack, then the paired difference."""
     header = " | ".join(f"{p:g}th" for p in percentiles)
     lines = [f"mean IS over {summary['examples']} examples, threshold nu = percentile: {header}"]
     for kind, table in means.items():
-        lines += [f"  {kind.upper()} {name}: " + " | ".join(f"{v:.3f}" for v in values)
+        lines += [f"  {names[kind]} {name}: " + " | ".join(f"{v:.3f}" for v in values)
                   for name, values in table.items()]
         if "paired_difference" in summary:
-            lines.append(_difference_line(kind, summary["paired_difference"]))
+            lines.append(_difference_line(kind, names[kind], summary["paired_difference"]))
     return lines
 
 
-def _difference_line(kind: str, pair: dict[str, Any]) -> str:
+def _difference_line(kind: str, name: str, pair: dict[str, Any]) -> str:
     first, second = pair["attacks"]
     diff = pair[kind]
     if diff["standard_error"] is None:   # one example has no standard error
@@ -251,4 +274,4 @@ def _difference_line(kind: str, pair: dict[str, Any]) -> str:
     else:
         head = f"mean ± standard error over {diff['examples']} examples"
         cells = [f"{m:+.3f}±{e:.3f}" for m, e in zip(diff["mean"], diff["standard_error"])]
-    return f"  {kind.upper()} {first} - {second} ({head}): " + " | ".join(cells)
+    return f"  {name} {first} - {second} ({head}): " + " | ".join(cells)

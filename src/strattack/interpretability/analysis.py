@@ -40,6 +40,8 @@ class InterpretabilityCurves:
     cam_unavailable: str | None = None     # why cam_is is None (choose_class_maps' message)
     #: which map the CAM-based IS used, e.g. "Grad-CAM (Selvaraju et al. 2017) at layer 'x'"
     cam_method: str | None = None
+    #: the map's name for titles and labels: "CAM" or "Grad-CAM" (None without cam_is)
+    cam_name: str | None = None
     #: "asm" (and "cam"): per example, the share of its scores that are exactly 0. ASM scores
     #: are mostly 0 (eqs. (60)/(61)), which makes the low-percentile part of the curves flat.
     zero_fraction: dict[str, Tensor] = field(default_factory=dict)
@@ -90,7 +92,7 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
     if maps_of is None:
         result.cam_unavailable = no_cam
     else:
-        result.cam_method = maps_of.description
+        result.cam_method, result.cam_name = maps_of.description, maps_of.method
     asm_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     cam_parts: dict[str, list[Tensor]] = {k: [] for k in deltas}
     zero_parts: dict[str, list[Tensor]] = {"asm": [], "cam": []}

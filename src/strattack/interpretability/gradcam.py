@@ -59,11 +59,14 @@ def default_gradcam_layer(model: nn.Module, example: Tensor) -> str:
 
 
 def named_layer(model: nn.Module, name: str) -> nn.Module:
-    """Submodule ``name`` of ``model``; ValueError listing a few names if there is none."""
+    """Submodule ``name`` of ``model``; ValueError listing a few names if there is none (and
+    the full name when ``name`` ends one: "features.12" of a wrapped "model.features.12")."""
     modules = dict(model.named_modules())
     if not name or name not in modules:
+        ending = [n for n in modules if name and n.endswith("." + name)]
+        hint = f"did you mean {ending[0]!r}? " if len(ending) == 1 else ""
         shown = [n for n in modules if n][-8:]
-        raise ValueError(f"model has no layer {name!r}; its last layers are {shown} "
+        raise ValueError(f"model has no layer {name!r}; {hint}its last layers are {shown} "
                          "(see model.named_modules())")
     return modules[name]
 

@@ -5,8 +5,8 @@ importing this changes no global backend):
   percentile nu, one line per attack (Fig. 3(a));
 * :func:`plot_asm_panels`: original image, its ASM, and ``B_ASM o delta`` of every attack
   (Fig. 3(b), Fig. A2(a));
-* :func:`plot_cam_panels`: CAMs of the original and the adversarial images under the true and the
-  target class (Fig. 4, Fig. 3(c), Fig. A2(b)).
+* :func:`plot_cam_panels`: CAMs (or Grad-CAMs, labelled as such) of the original and the
+  adversarial images under the true and the target class (Fig. 4, Fig. 3(c), Fig. A2(b)).
 
 Images are (C, H, W) (or (1, C, H, W)) tensors or arrays in [0, 1] with C = 1 or 3; per-channel
 maps (ASM, perturbations) are shown per pixel, summed over channels. Exact zeros (no
@@ -31,7 +31,7 @@ from ..interpretability.score import asm_mask, interpretability_score
 from .figures import magnitude_cmap, mask_zeros, new_figure, save_figure
 
 __all__ = ["plot_is_vs_percentile", "plot_asm_panels", "plot_cam_panels", "is_vs_percentile_figure",
-           "asm_panels_figure", "zero_score_note"]
+           "asm_panels_figure", "cam_panels_figure", "zero_score_note"]
 
 ArrayLike = Union[Tensor, np.ndarray]
 
@@ -215,9 +215,22 @@ def asm_panels_figure(image: ArrayLike, asm: ArrayLike, deltas: Mapping[str, Arr
 
 def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
                     cams: Mapping[str, tuple[ArrayLike, ArrayLike]], path: str | Path, *,
-                    class_names: tuple[str, str] | None = None, title: str = "") -> Path:
-    """Fig. 4: CAMs of the original and of each attack's adversarial example, under the true
-    class t0 and the target class t.
+                    class_names: tuple[str, str] | None = None, title: str = "",
+                    method: str = "CAM") -> Path:
+    """Fig. 4: CAMs (or Grad-CAMs) of the original and of each attack's adversarial example,
+    under the true class t0 and the target class t (:func:`cam_panels_figure`), written to
+    ``path``."""
+    fig = cam_panels_figure(image, adv_by_attack, cams, class_names=class_names, title=title,
+                            method=method)
+    return save_figure(fig, path)
+
+
+def cam_panels_figure(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
+                      cams: Mapping[str, tuple[ArrayLike, ArrayLike]], *,
+                      class_names: tuple[str, str] | None = None, title: str = "",
+                      method: str = "CAM") -> Figure:
+    """Fig. 4: class activation maps of the original and of each attack's adversarial example,
+    under the true class t0 and the target class t.
 
     Args:
         image: original image x0, (C, H, W) in [0, 1].
@@ -225,11 +238,15 @@ def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
         cams: ``"original"`` and every attack name -> ``(C(x, t0), C(x, t))``, maps (H, W) of
             that image (as from :func:`strattack.interpretability.cam`, normalised to [0, 1]).
         class_names: (true class t0, target class t) names for the row labels.
+        method: the maps' name in the labels, colour bar and title: "CAM" (exact, Zhou et al.)
+            or "Grad-CAM" (``ClassMaps.method``).
 
     Layout: one column per image (original, then attacks); row 1 the image (for an attack: its
     perturbation |x_adv - x0|, summed over channels, over the faded original), rows 2 and 3 the
-    CAM under t0 and under t overlaid on that image.
+    map under t0 and under t overlaid on that image.
     """
+    if method not in ("CAM", "Grad-CAM"):
+        raise ValueError(f"method must be 'CAM' or 'Grad-CAM', got {method!r}")
     x0 = _chw(image)
     names = ["original", *adv_by_attack]
     missing = [n for n in names if n not in cams]
@@ -261,16 +278,17 @@ def plot_cam_panels(image: ArrayLike, adv_by_attack: Mapping[str, ArrayLike],
             label = "x0" if name == "original" else f"x_{name}"
             ax.set_title(f"C({label}, {cls})", fontsize=8)
     axes[0, 0].set_ylabel("image / perturbation", fontsize=8)
-    axes[1, 0].set_ylabel(f"CAM, true class: {t0_name}", fontsize=8)
-    axes[2, 0].set_ylabel(f"CAM, target class: {t_name}", fontsize=8)
+    axes[1, 0].set_ylabel(f"{method}, true class: {t0_name}", fontsize=8)
+    axes[2, 0].set_ylabel(f"{method}, target class: {t_name}", fontsize=8)
     for ax in axes.flat:
         _bare(ax)
     cam_scale = ScalarMappable(Normalize(0, 1), cmap="jet")
     bar = fig.colorbar(cam_scale, ax=axes[1:, :].ravel().tolist(), fraction=0.03, pad=0.03)
-    bar.set_label("CAM (normalised to [0, 1], drawn at 50% opacity)", fontsize=8)
+    bar.set_label(f"{method} (normalised to [0, 1], drawn at 50% opacity)", fontsize=8)
     if pert_im is not None:
         bar = fig.colorbar(pert_im, ax=axes[0, :].ravel().tolist(), fraction=0.03, pad=0.03)
         bar.set_label("|perturbation| (sum over channels)\nnone: image shows through",
                       fontsize=8)
-    fig.suptitle(title or "Class activation maps of original and adversarial images", fontsize=10)
-    return save_figure(fig, path)
+    maps = "Class activation maps" if method == "CAM" else "Grad-CAM class activation maps"
+    fig.suptitle(title or f"{maps} of original and adversarial images", fontsize=10)
+    return fig
