@@ -410,3 +410,88 @@ def test_random_start_is_uniform_in_the_ball_and_within_budget(norm):
         r = delta.norm(dim=1) / 0.2
         assert r.max() <= 1 + 1e-6
         assert abs((r ** 4).mean().item() - 0.5) < 0.03        # uniform in volume: r^d ~ U(0, 1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_seeded_random_start_is_uniform_in_the_ball(norm):
+    from strattack.attacks.fast_gradient import _uniform_in_ball
+    x0 = torch.full((2000, 1, 2, 2), 0.5)
+    eps = torch.full((2000,), 0.2)
+    generators = [torch.Generator().manual_seed(s) for s in range(2000)]
+    delta = (_uniform_in_ball(x0, eps, norm, generators) - x0).flatten(1)
+    if norm == "linf":
+        assert delta.abs().max() <= 0.2
+        assert abs(delta.mean().item()) < 0.01 and abs(delta.abs().mean().item() - 0.1) < 0.005
+    else:
+        r = delta.norm(dim=1) / 0.2
+        assert r.max() <= 1 + 1e-6
+        assert abs((r ** 4).mean().item() - 0.5) < 0.03
+
+
+def _random_start_problem():
+    model = small_cnn(1, dtype=torch.float64, seed=3)
+    x = torch.rand(4, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return model, x, torch.tensor([0, 1, 2, 4]), torch.tensor([11, -22, 2**62, 0])
+
+
+@pytest.mark.parametrize("norm,epsilon", [("linf", 0.6), ("linf", None), ("l2", 2.5),
+                                          ("l2", None)])
+def test_ifgsm_seeded_random_start_follows_the_example_not_its_batch(norm, epsilon):
+    """With seeds, an example's random start (one per epsilon tried) comes from its own seed:
+    attacked alone or at another position of a batch, it gives the same adversarial example."""
+    model, x, targets, seeds = _random_start_problem()
+    kw = dict(targeted=True, norm=norm, epsilon=epsilon, steps=3, random_start=True,
+              grid_steps=4, search_steps=3)
+    batch = ifgsm(model, x, targets, seeds=seeds, **kw)
+    order = torch.tensor([2, 0, 3, 1])
+    shuffled = ifgsm(model, x[order], targets[order], seeds=seeds[order], **kw)
+    torch.testing.assert_close(shuffled.adv, batch.adv[order], atol=1e-9, rtol=0)
+    for i in range(4):
+        alone = ifgsm(model, x[i:i + 1], targets[i:i + 1], seeds=seeds[i:i + 1], **kw)
+        torch.testing.assert_close(alone.adv[0], batch.adv[i], atol=1e-9, rtol=0)
+        assert alone.success[0] == batch.success[i]
+        assert alone.iterations[0] == batch.iterations[i]
+    other = ifgsm(model, x, targets, seeds=seeds + 1, **kw)
+    differs = (other.adv - batch.adv).flatten(1).abs().amax(1) > 1e-6
+    found = batch.success & other.success          # (a failure returns the input)
+    assert found.sum() >= 2 and differs[found].all()   # other seeds, other starts
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_seeded_random_starts_differ_by_seed_and_leave_the_global_generator_alone(norm):
+    from strattack.attacks.fast_gradient import _generators, _uniform_in_ball
+    x0, eps = torch.full((3, 1, 4, 4), 0.5), torch.full((3,), 0.2)
+    state = torch.get_rng_state()
+    first = _uniform_in_ball(x0, eps, norm, _generators(torch.tensor([5, 6, 5])))
+    again = _uniform_in_ball(x0, eps, norm, _generators(torch.tensor([5, 6, 5])))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, again) and torch.equal(first[0], first[2])
+    assert not torch.equal(first[0], first[1])
+
+
+def test_ifgsm_random_start_without_seeds_draws_from_the_global_generator():
+    """No seeds: as before, the start comes from torch's global generator (seed it)."""
+    model, x, targets, _ = _random_start_problem()
+    kw = dict(targeted=True, norm="linf", epsilon=0.3, steps=3, random_start=True)
+    torch.manual_seed(4)
+    first = ifgsm(model, x, targets, **kw)
+    torch.manual_seed(4)
+    again = ifgsm(model, x, targets, seeds=None, **kw)
+    assert torch.equal(first.adv, again.adv)
+    torch.manual_seed(5)
+    assert not torch.equal(ifgsm(model, x, targets, **kw).adv, first.adv)
+
+
+@pytest.mark.parametrize("seeds,match", [
+    (torch.tensor([1.0, 2.0, 3.0, 4.0]), "integer tensor"),
+    (torch.tensor([True, False, True, False]), "integer tensor"),
+    (torch.tensor([1, 2, 3]), r"shape \(4,\)"),
+    (torch.tensor([[1, 2, 3, 4]]), r"shape \(4,\)"),
+    ([1, 2, 3, 4], "torch.Tensor"),
+])
+def test_ifgsm_rejects_bad_seeds_before_any_model_call(seeds, match):
+    model, x, targets, _ = _random_start_problem()
+    counting = CountingModel(model)
+    with pytest.raises(ValueError, match=match):
+        ifgsm(counting, x, targets, targeted=True, random_start=True, seeds=seeds)
+    assert counting.calls == 0

@@ -184,7 +184,9 @@ def _echo_lines(lines: list[str]) -> None:
               help="all | random | next | untargeted | comma-separated classes [default: all].")
 @click.option("-k", "--num-targets", type=click.IntRange(1), default=None,
               help="Targets per image for --targets random [default: 1].")
-@click.option("--seed", type=int, default=None, help="Seed of random targets and torch [default: 0].")
+@click.option("--seed", type=int, default=None,
+              help="Seed of random targets and of each example's random draws (e.g. ifgsm's "
+              "random start) [default: 0].")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
 @click.option("--device", default=None, help="torch device [default: cpu].")
 @THREADS_OPTION

@@ -43,10 +43,13 @@ def check_inputs(inputs: Tensor, images: bool = False) -> None:
                          "put the normalisation inside the model")
 
 
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def check_labels(labels: Tensor, n: int, name: str = "labels") -> None:
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+    if labels.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) to match inputs, got {tuple(labels.shape)}")
@@ -146,6 +149,18 @@ def check_count(name: str, value: int, minimum: int = 1) -> None:
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_seeds(seeds: Tensor | None, n: int) -> None:
+    """None, or one seed per example: an integer tensor of shape (n,)."""
+    if seeds is None:
+        return
+    if not isinstance(seeds, Tensor) or seeds.dtype not in _INTEGER_DTYPES:
+        kind = seeds.dtype if isinstance(seeds, Tensor) else type(seeds).__name__
+        raise ValueError(f"seeds must be an integer tensor (one seed per example), got {kind}")
+    if seeds.ndim != 1 or seeds.shape[0] != n:
+        raise ValueError(f"seeds must have shape ({n},), one seed per example of inputs, got "
+                         f"{tuple(seeds.shape)}")
 
 
 # --- parameter types, from the attack's annotations -------------------------------------------

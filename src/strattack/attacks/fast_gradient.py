@@ -26,7 +26,7 @@ the model classifies the returned example as the target (targeted) or not as the
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..result import AttackResult
 from ..solver.losses import logit_margin
-from ..validation import check_choice, check_count, check_nonnegative, check_positive
+from ..validation import check_choice, check_count, check_nonnegative, check_positive, check_seeds
 from .lifecycle import AttackCall, Model, public_attack
 from .projections import budget_in_dtype, per_image, project_budget
 
@@ -72,9 +72,15 @@ def _descent_direction(grad: Tensor, norm: str) -> Tensor:
     return -grad * per_image(scale, grad)
 
 
-def _uniform_in_ball(x0: Tensor, eps: Tensor, norm: str) -> Tensor:
+def _uniform_in_ball(x0: Tensor, eps: Tensor, norm: str,
+                     generators: Sequence[torch.Generator] | None = None) -> Tensor:
     """A point drawn uniformly from the norm ball of radius eps (n,) around each image, projected
-    on the box. l2: a Gaussian direction times eps * U^(1/d) (uniform in volume)."""
+    on the box. l2: a Gaussian direction times eps * U^(1/d) (uniform in volume). The draw uses
+    torch's global generator, or with ``generators`` image i's own (:func:`_seeded_unit_draw`)."""
+    if generators is not None:
+        direction, scale = _seeded_unit_draw(x0, norm, generators)
+        radius = eps if scale is None else eps * scale
+        return project_budget(x0, x0 + direction * per_image(radius, x0), eps, norm)
     if norm == "linf":
         noise = (2 * torch.rand_like(x0) - 1) * per_image(eps, x0)
     else:
@@ -83,6 +89,29 @@ def _uniform_in_ball(x0: Tensor, eps: Tensor, norm: str) -> Tensor:
         radius = eps * torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype) ** (1 / x0[0].numel())
         noise = direction * per_image(radius, x0)
     return project_budget(x0, x0 + noise, eps, norm)
+
+
+def _seeded_unit_draw(x0: Tensor, norm: str, generators: Sequence[torch.Generator]
+                      ) -> tuple[Tensor, Tensor | None]:
+    """The unit-ball draw of each image from its own CPU generator, then moved to the inputs'
+    device, so that an image's start depends on its generator alone (not on its batch, nor on
+    CPU vs GPU): linf, (2U - 1) per pixel (scale None); l2, a unit Gaussian direction and its
+    scale U^(1/d) (n,)."""
+    shape, dtype = x0.shape[1:], x0.dtype
+    if norm == "linf":
+        u = torch.stack([torch.rand(shape, generator=g, dtype=dtype) for g in generators])
+        return (2 * u - 1).to(x0.device), None
+    direction = torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in generators])
+    direction = direction / per_image(direction.flatten(1).norm(dim=1).clamp_min(1e-12), direction)
+    u = torch.cat([torch.rand(1, generator=g, dtype=dtype) for g in generators])
+    return direction.to(x0.device), (u ** (1 / x0[0].numel())).to(x0.device)
+
+
+def _generators(seeds: Tensor | None) -> list[torch.Generator] | None:
+    """One CPU generator per image, seeded with its seed (None: use the global generator)."""
+    if seeds is None:
+        return None
+    return [torch.Generator().manual_seed(s) for s in seeds.tolist()]
 
 
 def _check_common(norm: str, loss: str, epsilon: float | None, max_epsilon: float | None,
@@ -221,6 +250,7 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
           search_steps: int = 10,
           rtol: float = 1e-3,
           random_start: bool = False,
+          seeds: Tensor | None = None,
           true_labels: Tensor | None = None) -> AttackResult:
     """Iterative FGM (IFGSM / BIM): ``steps`` steps x <- P(x + a * d(x)), with d as in
     :func:`fgm` taken at the current iterate, step a = ``step_fraction`` x eps (default 1/steps, so
@@ -228,7 +258,10 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
     (clip for linf, rescaling for l2) and on the box after every step, starting from x0, or with
     ``random_start`` from a point drawn uniformly in the eps-ball around x0 (then projected on
     the box): that is PGD (Madry et al., 2018; their MNIST attack: 40 steps of 0.01 at eps = 0.3,
-    ``steps=40, step_fraction=1/30``). The draw uses torch's global generator (seed it).
+    ``steps=40, step_fraction=1/30``). The draw uses torch's global generator (seed it), or with
+    ``seeds`` (an integer tensor (N,)) image i's own CPU generator seeded with seeds[i], one
+    draw per epsilon tried: then an image's result does not depend on the other images of the
+    batch, on its position there, or on the device (the evaluation passes a seed per example).
 
     The result of a run is the last iterate if it is adversarial, else the last adversarial
     iterate met on the way (the forward pass that gives each gradient also tells whether that
@@ -241,15 +274,23 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
     check_count("steps", steps)
     if step_fraction is not None:
         check_positive("step_fraction", step_fraction)
+    check_seeds(seeds, inputs.shape[0])
     fraction = 1.0 / steps if step_fraction is None else step_fraction
 
     def make_trial(call: AttackCall) -> Trial:
         x0 = call.x0
+        generators = _generators(seeds) if random_start else None
+
+        def start(idx: Tensor, x0_i: Tensor, eps: Tensor) -> Tensor:
+            if not random_start:
+                return x0_i
+            mine = None if generators is None else [generators[i] for i in idx.tolist()]
+            return _uniform_in_ball(x0_i, eps, norm, mine)
 
         def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
             x0_i = x0[idx]
             alpha = per_image(eps * fraction, x0_i)
-            x = _uniform_in_ball(x0_i, eps, norm) if random_start else x0_i
+            x = start(idx, x0_i, eps)
             found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
             found_adv = x0_i.clone()
             for k in range(steps):

@@ -427,7 +427,7 @@ def _run_shard(config: EvalConfig, shard: _Shard, meta: Mapping[str, str],
                                       batch_size=config.batch_size,
                                       shard=(shard.index, shard.count),
                                       group_size=data.group_size, progress=False,
-                                      ids=data.ids.tolist())
+                                      ids=data.ids.tolist(), seed=config.seed)
                 summary.attacked.update(part.attacked)
                 summary.successes.update(part.successes)
         return _ShardResult(shard.index, _single_file(path), summary)

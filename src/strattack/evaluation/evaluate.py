@@ -50,7 +50,8 @@ def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSumm
                               config.attacks, store, batch_size=config.batch_size,
                               shard=config.shard, group_size=data.group_size,
                               progress=config.progress, ids=data.ids.tolist(),
-                              finished_elsewhere=_earlier(config, data, stack), log=log)
+                              finished_elsewhere=_earlier(config, data, stack), log=log,
+                              seed=config.seed)
 
 
 def prepare(config: EvalConfig, warn: Say = print) -> Prepared:

@@ -28,7 +28,7 @@ from ..validation import check_parameters
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
 from .store import ExampleRecord, ResultStore
-from .tasks import UNTARGETED, in_shard
+from .tasks import UNTARGETED, example_seed, in_shard
 
 __all__ = ["ATTACKS", "AttackSpec", "CostTally", "RunSummary", "estimate_line", "run_evaluation"]
 
@@ -45,8 +45,8 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
 }
 
 
-#: Keywords run_evaluation passes to every attack itself.
-_SET_BY_EVALUATION = frozenset({"targeted", "true_labels"})
+#: Keywords run_evaluation passes to the attacks itself (``seeds``: to those that take it).
+_SET_BY_EVALUATION = frozenset({"targeted", "true_labels", "seeds"})
 
 
 @dataclass(frozen=True)
@@ -226,6 +226,7 @@ def run_evaluation(
     ids: Sequence[int] | None = None,
     finished_elsewhere: Sequence[ResultStore] = (),
     log: Callable[[str], None] | None = None,
+    seed: int = 0,
 ) -> RunSummary:
     """Attack every example of ``tasks`` in this shard with every spec, skipping finished ones.
 
@@ -245,6 +246,10 @@ def run_evaluation(
             once the store knows the passes per example of the attacks left.
         log: where to say up front how long the run should take (see :func:`estimate_line`),
             when earlier examples in the store tell.
+        seed: the run's seed. An attack with random draws (a ``seeds`` keyword, e.g. ifgsm's
+            random start) gets one seed per example from (seed, image, target)
+            (:func:`~strattack.evaluation.tasks.example_seed`), so an example's result does not
+            depend on the batch size, the shard or the Ray task it runs in.
     """
     summary = RunSummary()
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
@@ -292,7 +297,7 @@ def run_evaluation(
                     continue
                 rows = torch.tensor([row_of[i] for i, _ in batch], device=device)
                 records = _attack_batch(model, inputs[rows], labels[rows], batch, spec, bar,
-                                        groups, device_name)
+                                        groups, device_name, seed)
                 store.write(key, records)
                 costs[key].add(records)          # later batches' estimates learn from it
                 left[key] -= len(batch)
@@ -324,7 +329,7 @@ def _next_batch(pending: Sequence[tuple[int, int]], pos: int, finished: set[tupl
 
 def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
                   batch: Sequence[tuple[int, int]], spec: AttackSpec, bar: Any,
-                  groups: GroupSpec | None, device_name: str) -> list[ExampleRecord]:
+                  groups: GroupSpec | None, device_name: str, seed: int) -> list[ExampleRecord]:
     """One batched attack call on the examples ``batch`` (images x, true labels y), timed, as
     store records."""
     target = torch.tensor([t for _, t in batch], device=x.device)
@@ -332,18 +337,29 @@ def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
     if not untargeted and (target == UNTARGETED).any():
         raise ValueError("a batch mixes targeted and untargeted examples")
     attack = ATTACKS[spec.name]
+    params = {**spec.params, **_example_seeds(attack, batch, seed)}
     start = time.perf_counter()
     # Every model pass inside the attack moves the bar (bar.update is cheap and redraws at most
     # ~10 times a second). Without a bar, a caller's hook stays.
     with report_passes(bar.update) if bar is not None else nullcontext():
         if untargeted:
-            result = attack(model, x, y, targeted=False, **spec.params)
+            result = attack(model, x, y, targeted=False, **params)
         else:
-            result = attack(model, x, target, targeted=True, true_labels=y, **spec.params)
+            result = attack(model, x, target, targeted=True, true_labels=y, **params)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)  # the seconds must include queued GPU work
     seconds = time.perf_counter() - start
     return _records(batch, y.cpu(), result, groups, seconds, device_name)
+
+
+def _example_seeds(attack: Callable[..., AttackResult], batch: Sequence[tuple[int, int]],
+                   seed: int) -> dict[str, Tensor]:
+    """``{"seeds": one seed per example}`` for an attack with a ``seeds`` keyword (its random
+    draws then follow the example, not the batch), else nothing."""
+    if "seeds" not in _keyword_parameters(attack):
+        return {}
+    return {"seeds": torch.tensor([example_seed(seed, i, t) for i, t in batch],
+                                  dtype=torch.int64)}
 
 
 def _expected_passes(left: Mapping[str, int], costs: Mapping[str, CostTally]) -> float | None:

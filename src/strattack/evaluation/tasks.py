@@ -1,12 +1,13 @@
 """Which (image, target) examples an evaluation attacks, and how shards split them."""
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["UNTARGETED", "make_tasks", "in_shard", "parse_shard", "shard_of",
+__all__ = ["UNTARGETED", "example_seed", "make_tasks", "in_shard", "parse_shard", "shard_of",
            "true_class_targets"]
 
 #: Target value stored for untargeted examples.
@@ -81,3 +82,11 @@ def shard_of(image: int, target: int, n: int) -> int:
     """Deterministic assignment of an example to one of n shards (a hash of (image, target),
     so it does not depend on which other examples are in the run or on their order)."""
     return zlib.crc32(f"{image}:{target}".encode()) % n
+
+
+def example_seed(seed: int, image: int, target: int) -> int:
+    """The seed of one example's own random draws in an attack (e.g. ifgsm's random start): a
+    hash of (run seed, image, target) in [0, 2^63), so an example gets the same draws whatever
+    batch, shard or Ray task it lands in."""
+    digest = hashlib.blake2b(f"{seed}:{image}:{target}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
