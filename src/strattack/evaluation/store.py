@@ -82,7 +82,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attacks (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL,
-    label TEXT);                   -- display name given by the run (e.g. from a config file)
+    label TEXT,                    -- display name given by the run (e.g. from a config file)
+    settings TEXT);                -- JSON of every keyword the attack ran with, defaults included
 CREATE TABLE IF NOT EXISTS examples (
     attack TEXT NOT NULL REFERENCES attacks(key),
     image INTEGER NOT NULL,        -- index of the image in the dataset
@@ -185,6 +186,8 @@ class ResultStore:
                 columns = {row[1] for row in db.execute("PRAGMA table_info(attacks)")}
                 if "label" not in columns:      # stores written before labels were kept
                     db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
+                if "settings" not in columns:   # stores written before settings were kept
+                    db.execute("ALTER TABLE attacks ADD COLUMN settings TEXT")
                 columns = {row[1] for row in db.execute("PRAGMA table_info(examples)")}
                 if "device" not in columns:     # stores written before devices were kept
                     db.execute("ALTER TABLE examples ADD COLUMN device TEXT")
@@ -238,6 +241,14 @@ class ResultStore:
         rows = self._db.execute("SELECT key, name, params FROM attacks ORDER BY rowid")
         return {k: (n, json.loads(p)) for k, n, p in rows}
 
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """attack key -> every keyword it ran with (attacks registered before settings were
+        kept are left out)."""
+        if "settings" not in self._columns["attacks"]:    # an old store opened read-only
+            return {}
+        rows = self._db.execute("SELECT key, settings FROM attacks WHERE settings IS NOT NULL")
+        return {k: json.loads(v) for k, v in rows}
+
     def labels(self) -> dict[str, str]:
         """attack key -> the label a run gave it (attacks without one are left out)."""
         if "label" not in self._columns["attacks"]:       # an old store opened read-only
@@ -276,13 +287,24 @@ class ResultStore:
                                 _real(vals[11]), int(vals[12]), delta, device)
 
     # ---------------------------------------------------------------- writing
-    def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None) -> str:
+    def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None,
+                   settings: Mapping[str, Any] | None = None) -> str:
         """Register an attack configuration (idempotent) and return its key; a ``label``
-        replaces the one stored before."""
+        replaces the one stored before. ``settings``: every keyword the attack runs with, its
+        defaults included; if the store already holds this attack with other settings (the
+        library's defaults changed between two runs of the same command), :class:`StoreError`,
+        before anything is written: resuming would mix two configurations under one key."""
         key = attack_key(name, params)
+        encoded = None if settings is None else json.dumps(dict(settings), sort_keys=True)
         with self._transaction():
             self._db.execute("INSERT OR IGNORE INTO attacks (key, name, params) VALUES (?, ?, ?)",
                              (key, name, json.dumps(dict(params), sort_keys=True)))
+            if encoded is not None:
+                stored = self._db.execute("SELECT settings FROM attacks WHERE key = ?",
+                                          (key,)).fetchone()[0]
+                if stored is not None and stored != encoded:
+                    raise StoreError(settings_clash(self.path, key, stored, encoded))
+                self._db.execute("UPDATE attacks SET settings = ? WHERE key = ?", (encoded, key))
             if label is not None:
                 self._db.execute("UPDATE attacks SET label = ? WHERE key = ?", (label, key))
         return key
@@ -315,6 +337,28 @@ class _Tx:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+def settings_clash(path: Path, key: str, stored: str, new: str) -> str:
+    """The error for one attack key run with two different settings."""
+    old, now = json.loads(stored), json.loads(new)
+    diff = ", ".join(f"{k}: {old.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+                     for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k))
+    return (f"{path}: attack {key!r} was run with other settings than now ({diff}); the "
+            "library's defaults probably changed since. Pin the old values in the config (or "
+            "--set) to resume, or write to a new output folder.")
+
+
+def _check_merged_settings(out: "ResultStore", src: Path, settings: str) -> None:
+    """A shard whose attack ran with other settings than the destination's same key: error."""
+    if settings == "NULL":
+        return
+    rows = out._db.execute("SELECT d.key, d.settings, s.settings FROM attacks d JOIN src.attacks s "
+                           "ON d.key = s.key WHERE d.settings IS NOT NULL AND s.settings IS NOT "
+                           "NULL AND d.settings != s.settings").fetchall()
+    if rows:
+        key, stored, new = rows[0]
+        raise StoreError(settings_clash(src, key, stored, new) + f" (merging into {out.path})")
+
+
 def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, int]:
     """Copy every example of ``sources`` into ``dest`` (created from the first source's meta if
     missing). Idempotent: examples already in ``dest`` are kept. Returns rows added per source;
@@ -341,8 +385,15 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                     src_cols = {row[1] for row in
                                 out._db.execute("PRAGMA src.table_info(attacks)")}
                     label = "label" if "label" in src_cols else "NULL"
-                    out._db.execute("INSERT OR IGNORE INTO attacks (key, name, params, label) "
-                                    f"SELECT key, name, params, {label} FROM src.attacks")
+                    settings = "settings" if "settings" in src_cols else "NULL"
+                    _check_merged_settings(out, src, settings)
+                    out._db.execute("INSERT OR IGNORE INTO attacks (key, name, params, label, "
+                                    f"settings) SELECT key, name, params, {label}, {settings} "
+                                    "FROM src.attacks")
+                    if settings != "NULL":      # a key first merged from an older shard
+                        out._db.execute("UPDATE attacks SET settings = (SELECT s.settings FROM "
+                                        "src.attacks s WHERE s.key = attacks.key) WHERE "
+                                        "settings IS NULL")
                     n_attacks = out._db.total_changes - before
                     # By column name: a source written before a column existed gives NULL.
                     have = {row[1] for row in

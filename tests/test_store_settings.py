@@ -1,0 +1,52 @@
+"""The store keeps every keyword an attack ran with (defaults included), so that resuming or
+merging after the library's defaults changed is an error, not a silent mix (session 8)."""
+from __future__ import annotations
+
+import pytest
+
+from strattack.evaluation.store import ResultStore, StoreError, merge_stores
+
+OLD = {"tau": 2.0, "max_iterations": 200}
+NEW = {"tau": 1.0, "max_iterations": 200}
+
+
+def test_same_settings_resume_and_other_settings_are_refused(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("str_attack", {}, "StrAttack", settings=OLD)
+        assert store.add_attack("str_attack", {}, settings=OLD) == key
+        with pytest.raises(StoreError, match=r"tau: 2\.0 -> 1\.0"):
+            store.add_attack("str_attack", {}, settings=NEW)
+        assert store.settings() == {key: OLD}          # nothing was overwritten
+
+
+def test_an_attack_registered_without_settings_gets_them_on_the_next_run(tmp_path):
+    with ResultStore(tmp_path / "r.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("str_attack", {})
+        assert store.settings() == {}
+        store.add_attack("str_attack", {}, settings=NEW)
+        assert store.settings() == {key: NEW}
+
+
+def shard(path, settings):
+    with ResultStore(path, {"dataset": "mnist"}) as store:
+        return store.add_attack("str_attack", {}, "StrAttack", settings=settings)
+
+
+def test_merging_shards_run_with_other_settings_is_refused(tmp_path):
+    key = shard(tmp_path / "a.sqlite", OLD)
+    shard(tmp_path / "b.sqlite", OLD)
+    shard(tmp_path / "c.sqlite", NEW)
+    merge_stores(tmp_path / "m.sqlite", [tmp_path / "a.sqlite", tmp_path / "b.sqlite"])
+    with ResultStore(tmp_path / "m.sqlite", read_only=True) as merged:
+        assert merged.settings() == {key: OLD}
+    with pytest.raises(StoreError, match=r"c\.sqlite.*tau: 2\.0 -> 1\.0"):
+        merge_stores(tmp_path / "m.sqlite", [tmp_path / "c.sqlite"])
+
+
+def test_merging_fills_settings_an_older_shard_lacked(tmp_path):
+    with ResultStore(tmp_path / "old.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("str_attack", {})
+    shard(tmp_path / "new.sqlite", NEW)
+    merge_stores(tmp_path / "m.sqlite", [tmp_path / "old.sqlite", tmp_path / "new.sqlite"])
+    with ResultStore(tmp_path / "m.sqlite", read_only=True) as merged:
+        assert merged.settings() == {key: NEW}
