@@ -50,3 +50,18 @@ def test_merging_fills_settings_an_older_shard_lacked(tmp_path):
     merge_stores(tmp_path / "m.sqlite", [tmp_path / "old.sqlite", tmp_path / "new.sqlite"])
     with ResultStore(tmp_path / "m.sqlite", read_only=True) as merged:
         assert merged.settings() == {key: NEW}
+
+
+def test_resolved_settings_expand_defaults_and_presets():
+    from strattack import str_attack
+    from strattack.attacks.presets import AUTHORS_CODE
+    from strattack.evaluation.settings import resolved_settings
+
+    plain = resolved_settings(str_attack, {"tau": 0.5}, frozenset({"targeted", "true_labels"}))
+    assert plain["tau"] == 0.5 and plain["max_iterations"] == 100 and plain["preset"] is None
+    assert "targeted" not in plain and "true_labels" not in plain
+    preset = resolved_settings(str_attack, {"preset": "authors_code", "max_iterations": 7})
+    assert {k: preset[k] for k in AUTHORS_CODE if k != "max_iterations"} == {
+        k: v for k, v in AUTHORS_CODE.items() if k != "max_iterations"}
+    assert preset["max_iterations"] == 7
+    assert resolved_settings(str_attack, {"tol": float("inf")})["tol"] == "inf"
