@@ -65,3 +65,34 @@ def test_resolved_settings_expand_defaults_and_presets():
         k: v for k, v in AUTHORS_CODE.items() if k != "max_iterations"}
     assert preset["max_iterations"] == 7
     assert resolved_settings(str_attack, {"tol": float("inf")})["tol"] == "inf"
+
+
+def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_ones(tmp_path,
+                                                                                   monkeypatch):
+    import torch
+    from helpers import CountingModel
+
+    from strattack import fgm
+    from strattack.evaluation import runner
+    from strattack.evaluation.settings import resolved_settings
+    from strattack.evaluation.tasks import make_tasks
+
+    torch.manual_seed(0)
+    model = CountingModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+    x = torch.rand(4, 1, 4, 4)
+    y = model(x).argmax(1)
+    tasks = make_tasks(range(4), y.tolist(), "next", 3)
+    spec = runner.AttackSpec("fgm", {"norm": "l2"})
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        runner.run_evaluation(model, x, y, tasks, [spec], store, batch_size=2, progress=False)
+        (settings,) = store.settings().values()
+    assert settings == resolved_settings(fgm, {"norm": "l2"}, frozenset({"targeted",
+                                                                         "true_labels"}))
+    assert "targeted" not in settings and settings["norm"] == "l2"
+
+    changed = dict(settings, loss="ce" if settings["loss"] != "ce" else "cw")
+    monkeypatch.setattr(runner, "resolved_settings", lambda *a: changed)
+    calls = model.calls
+    with ResultStore(tmp_path / "r.sqlite") as store, pytest.raises(StoreError, match="loss"):
+        runner.run_evaluation(model, x, y, tasks, [spec], store, batch_size=2, progress=False)
+    assert model.calls == calls                        # refused before any model call

@@ -302,7 +302,8 @@ def _missing(config: EvalConfig, meta: Mapping[str, str], tasks: list[tuple[int,
     todo: dict[int, list[tuple[AttackSpec, Examples]]] = {i: [] for i in range(count)}
     with ResultStore(config.store_path, meta) as store:
         for spec in config.attacks:
-            done = store.done(store.add_attack(spec.name, dict(spec.params), spec.label))
+            done = store.done(store.add_attack(spec.name, dict(spec.params), spec.label,
+                                               spec.settings))
             by_shard: dict[int, list[tuple[int, int]]] = {}
             for example in tasks:
                 if example not in done:

@@ -27,6 +27,7 @@ from ..result import AttackResult
 from ..validation import check_parameters
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
+from .settings import resolved_settings
 from .store import ExampleRecord, ResultStore
 from .tasks import UNTARGETED, example_seed, in_shard
 
@@ -57,6 +58,12 @@ class AttackSpec:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every keyword the attack runs with (defaults and preset expanded), as the store
+        records it: a resume after the library's defaults changed is then refused."""
+        return resolved_settings(ATTACKS[self.name], self.params, _SET_BY_EVALUATION)
 
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
@@ -260,7 +267,7 @@ def run_evaluation(
     missing = sorted({i for i, _ in mine if i not in row_of})
     if missing:
         raise ValueError(f"tasks refer to images {missing[:10]} that are not in the inputs")
-    keys = [store.add_attack(s.name, dict(s.params), s.label) for s in specs]
+    keys = [store.add_attack(s.name, dict(s.params), s.label, s.settings) for s in specs]
     todo = {}
     for spec, key in zip(specs, keys):
         done = store.done(key).union(*(other.done(key) for other in finished_elsewhere))
