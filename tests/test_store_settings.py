@@ -96,3 +96,22 @@ def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_one
     with ResultStore(tmp_path / "r.sqlite") as store, pytest.raises(StoreError, match="loss"):
         runner.run_evaluation(model, x, y, tasks, [spec], store, batch_size=2, progress=False)
     assert model.calls == calls                        # refused before any model call
+
+
+def test_examples_stored_before_settings_were_kept_are_not_vouched_for(tmp_path):
+    """An old store (settings NULL) with examples: today's settings are not recorded for them,
+    neither by a resume nor by a merge (they may have been computed with other defaults)."""
+    import numpy as np
+
+    from strattack.evaluation.store import ExampleRecord
+
+    with ResultStore(tmp_path / "old.sqlite", {"dataset": "mnist"}) as store:
+        key = store.add_attack("str_attack", {})
+        store.write(key, [ExampleRecord(0, 1, 0, True, 1.0, 1.0, 1.0, 1.0, 1.0, 2, 2, 0.1, 1,
+                                        np.zeros((1, 2, 2), np.float32), "cpu")])
+        store.add_attack("str_attack", {}, settings=NEW)
+        assert store.settings() == {}
+    shard(tmp_path / "new.sqlite", NEW)
+    merge_stores(tmp_path / "old.sqlite", [tmp_path / "new.sqlite"])
+    with ResultStore(tmp_path / "old.sqlite", read_only=True) as merged:
+        assert merged.settings() == {}

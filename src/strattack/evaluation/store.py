@@ -293,7 +293,8 @@ class ResultStore:
         replaces the one stored before. ``settings``: every keyword the attack runs with, its
         defaults included; if the store already holds this attack with other settings (the
         library's defaults changed between two runs of the same command), :class:`StoreError`,
-        before anything is written: resuming would mix two configurations under one key."""
+        before anything is written: resuming would mix two configurations under one key. An
+        attack whose examples were stored before settings were kept is left unverified."""
         key = attack_key(name, params)
         encoded = None if settings is None else json.dumps(dict(settings), sort_keys=True)
         with self._transaction():
@@ -304,10 +305,18 @@ class ResultStore:
                                           (key,)).fetchone()[0]
                 if stored is not None and stored != encoded:
                     raise StoreError(settings_clash(self.path, key, stored, encoded))
-                self._db.execute("UPDATE attacks SET settings = ? WHERE key = ?", (encoded, key))
+                # Examples computed before settings were kept: their settings are unknown, and
+                # recording today's would vouch for them; the key stays unverified.
+                if stored is None and not self._has_examples(key):
+                    self._db.execute("UPDATE attacks SET settings = ? WHERE key = ?",
+                                     (encoded, key))
             if label is not None:
                 self._db.execute("UPDATE attacks SET label = ? WHERE key = ?", (label, key))
         return key
+
+    def _has_examples(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM examples WHERE attack = ? LIMIT 1",
+                                (key,)).fetchone() is not None
 
     def write(self, key: str, records: Iterable[ExampleRecord]) -> int:
         """Write finished examples in one transaction (all or nothing). Returns rows added;
@@ -390,10 +399,11 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                     out._db.execute("INSERT OR IGNORE INTO attacks (key, name, params, label, "
                                     f"settings) SELECT key, name, params, {label}, {settings} "
                                     "FROM src.attacks")
-                    if settings != "NULL":      # a key first merged from an older shard
+                    if settings != "NULL":      # a new key, or one that had no examples
                         out._db.execute("UPDATE attacks SET settings = (SELECT s.settings FROM "
                                         "src.attacks s WHERE s.key = attacks.key) WHERE "
-                                        "settings IS NULL")
+                                        "settings IS NULL AND NOT EXISTS (SELECT 1 FROM "
+                                        "examples e WHERE e.attack = attacks.key)")
                     n_attacks = out._db.total_changes - before
                     # By column name: a source written before a column existed gives NULL.
                     have = {row[1] for row in
