@@ -144,3 +144,14 @@ def test_nearest_miss_keeps_the_non_adversarial_candidate_of_smallest_margin():
     assert near.margin.tolist() == [0.5, float("inf"), 0.25]
     assert near.delta[:, 0].tolist() == [1.0, 0.0, 2.0]
     assert near.const.tolist() == [1.0, 1.0, 4.0]
+
+
+def test_rescue_steps_run_without_early_stop():
+    """tol = 1 stalls every image at its second early-stop point (iteration 10) in the main
+    search; a rescue step runs all its iterations."""
+    model, x, t = two_margins()
+    r = admm_attack(model, x, t, targeted=True, tau=0.0, refine=False, initial_const=0.05,
+                    binary_search_steps=1, max_iterations=20, patience=5, tol=1.0,
+                    rescue_steps=2)
+    assert r.iterations[1].item() == 10 + 20 + 20
+    assert r.success[1]

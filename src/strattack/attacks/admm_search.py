@@ -113,7 +113,8 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
     step to the next (eta_k restarts at k = 1); without, every step restarts from ``init`` (or
     from what ``restart()`` returns: a new core and z^0) with zero duals, as the authors' code.
     After ``search_steps``, up to ``rescue_steps`` more steps run for the images that have no
-    adversarial example yet (an image is a failure only if all of them fail too). ``nearest``,
+    adversarial example yet (an image is a failure only if all of them fail too), without early
+    stop. ``nearest``,
     if given, keeps each image's closest non-adversarial candidate.
     """
     x0, confidence = call.x0, call.confidence
@@ -139,6 +140,9 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
             state = core.init_state(fresh)
         best_before = best.dist.clone()
         last = settings.iterations_at(step)
+        # No early stop in a rescue step: at its large c the objective swings, and a stalled
+        # window would end the step of exactly the images it is there for.
+        patience = settings.patience if step < settings.search_steps else None
         running = todo.clone()
         step_success = torch.zeros(n, dtype=torch.bool, device=device)
         window_best = torch.full((n,), float("inf"), dtype=dtype, device=device)
@@ -151,7 +155,7 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
             idx = running.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            start, end = k, window_end(k, last, settings.patience)
+            start, end = k, window_end(k, last, patience)
             everyone = idx.numel() == n      # common case: no gather/scatter copies needed
             sub = state if everyone else state.gather(idx)
             x0_i, c = (x0, const) if everyone else (x0[idx], const[idx])
@@ -179,7 +183,7 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
                 state = sub
             else:
                 state.scatter_(idx, sub)
-            if settings.patience is not None and end % settings.patience == 0:
+            if patience is not None and end % patience == 0:
                 stop_stalled(running, idx, window_best, previous_best, settings.tol)
             k = end + 1
         if settings.success_rule == "improved":
