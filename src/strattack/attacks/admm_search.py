@@ -114,8 +114,7 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
     from what ``restart()`` returns: a new core and z^0) with zero duals, as the authors' code.
     After ``search_steps``, up to ``rescue_steps`` more steps run for the images that have no
     adversarial example yet (an image is a failure only if all of them fail too), without early
-    stop. ``nearest``,
-    if given, keeps each image's closest non-adversarial candidate.
+    stop. ``nearest``, if given, keeps each image's closest non-adversarial candidate.
     """
     x0, confidence = call.x0, call.confidence
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
