@@ -159,7 +159,6 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
 
     unrefined = best.adversarial(x0, epsilon)
     to_refine = active & best.found
-    # Read before the refinement: its successes must not hide which images the search missed.
     misses = (active & ~best.found & torch.isfinite(nearest.margin)
               if nearest is not None else None)
     if to_refine.any():
