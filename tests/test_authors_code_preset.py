@@ -165,7 +165,7 @@ class ThresholdCore:
     def point(self, st):
         return st["z"]
 
-    def step(self, st, grad, k, idx):
+    def step(self, st, grad, k, idx, eta_scale=None):
         c = grad.flatten(1)[:, 0] / self.w.flatten()[0]
         self.seen.extend(c.tolist())
         return State(z=st["z"], c=c)

@@ -115,3 +115,23 @@ def test_examples_stored_before_settings_were_kept_are_not_vouched_for(tmp_path)
     merge_stores(tmp_path / "old.sqlite", [tmp_path / "new.sqlite"])
     with ResultStore(tmp_path / "old.sqlite", read_only=True) as merged:
         assert merged.settings() == {}
+
+
+def test_keywords_added_later_are_recorded_only_away_from_their_old_behaviour():
+    """A store written before scale_eta / z_candidate existed must still resume and merge: at
+    the value that is the old behaviour they are left out of the record (which is then the old
+    record), at any other value they are recorded."""
+    import inspect
+
+    from strattack import str_attack, str_attack_linf
+    from strattack.evaluation.settings import LATER_KEYWORDS, resolved_settings
+
+    for attack in (str_attack, str_attack_linf):
+        signature = inspect.signature(attack).parameters
+        assert all(signature[k].default == v for k, v in LATER_KEYWORDS.items())
+        record = resolved_settings(attack, {})
+        assert not set(LATER_KEYWORDS) & set(record)
+        assert set(record) == {k for k, p in signature.items()
+                               if p.kind is p.KEYWORD_ONLY and p.default is not p.empty} - set(LATER_KEYWORDS)
+        assert resolved_settings(attack, {"z_candidate": True})["z_candidate"] is True
+        assert resolved_settings(attack, {"scale_eta": False}) == record

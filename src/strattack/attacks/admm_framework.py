@@ -59,7 +59,9 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                iteration_growth: int = 0,
                refine_initial_const: float | None = None,
                rescue_steps: int = 0,
-               refine_misses: bool = False) -> AttackResult:
+               refine_misses: bool = False,
+               scale_eta: bool = False,
+               z_candidate: bool = False) -> AttackResult:
     """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
 
     Args:
@@ -102,6 +104,12 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
             adversarial, from their closest miss (the checked candidate of smallest margin), on
             its sigma-sparse support (for the l_inf-bounded attack: problem (20) at gamma = 0 on
             a support that already nearly fools the model).
+        scale_eta: eta_k * max(1, c / initial_const) per image (issue 17's "z-step whose step
+            size scales with c"): the gradient term of (15) grows with c, its denominator does
+            not, so at large c the iterates swing; False (default) is the paper's eta_k.
+        z_candidate: at every check also run z^k projected on the constraints through the model
+            (one more forward pass) and keep it while the image has no adversarial example
+            (issue 17's "projection of z as a second candidate"): a dense fallback only.
 
     Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
     perturbed, so every perturbed pixel belongs to a group.
@@ -134,11 +142,13 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                             max_iterations=max_iterations, check_every=check_every,
                             patience=patience, tol=tol, const_growth=const_growth,
                             warm_start=warm_start, success_rule=success_rule,
-                            iteration_growth=iteration_growth, rescue_steps=rescue_steps)
+                            iteration_growth=iteration_growth, rescue_steps=rescue_steps,
+                            scale_eta=scale_eta, z_candidate=z_candidate)
     refine_settings = SearchSettings(initial_const=initial_const, search_steps=refine_search_steps,
                                      max_iterations=refine_iterations, check_every=check_every,
                                      patience=patience, tol=tol, const_growth=const_growth,
-                                     warm_start=warm_start) if refine else None
+                                     warm_start=warm_start, scale_eta=scale_eta,
+                                     z_candidate=z_candidate) if refine else None
     # Images: the groups are also used without a group term: the pixels they leave uncovered
     # stay fixed whatever tau is, so tau = 0 is the same problem. Other shapes (tau = 0): none.
     groups = GroupSpec.for_inputs(inputs, group_size, stride) if inputs.ndim == 4 else None

@@ -23,8 +23,10 @@ from .lifecycle import AttackCall, BestSoFar, NearestMiss, update_const
 class ADMMCore(Protocol):
     def init_state(self, init: Tensor) -> State: ...
     def point(self, st: State) -> Tensor: ...
-    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State: ...
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor,
+             eta_scale: Tensor | None = None) -> State: ...
     def candidate(self, st: State, idx: Tensor) -> Tensor: ...
+    def projected_point(self, st: State, idx: Tensor) -> Tensor: ...
     def regularizer(self, delta: Tensor) -> Tensor: ...
 
 
@@ -44,6 +46,8 @@ class SearchSettings:
     success_rule: SuccessRule = "found"   # "improved": a step succeeds only if best l2 dropped
     iteration_growth: int = 0   # step j (from 0) runs max_iterations + j * iteration_growth
     rescue_steps: int = 0       # extra steps (c still growing) only for images with no success
+    scale_eta: bool = False     # eta_k * max(1, c / initial_const): the z-step stays c-invariant
+    z_candidate: bool = False   # also check z^k's projection while an image has no success
 
     def __post_init__(self) -> None:
         if not self.initial_const > 0:
@@ -85,6 +89,32 @@ def window_end(k: int, last: int, patience: int | None) -> int:
     if patience is None:
         return last
     return min(last, -(-k // patience) * patience)
+
+
+def const_scale(const: Tensor, settings: SearchSettings, ndim: int) -> Tensor | None:
+    """With ``scale_eta``: max(1, c / initial_const) per image, shaped to scale eta_k.
+
+    The gradient term of the z-step (15) is c times the hinge's gradient while its denominator
+    does not depend on c, so at the large c of a failing image the iterates swing (REPRODUCTION.md,
+    image 59). Scaling eta_k with c keeps the step's size at c's first value; below it, eta_k is
+    the paper's."""
+    if not settings.scale_eta:
+        return None
+    return (const / settings.initial_const).clamp_min(1.0).view(-1, *([1] * (ndim - 1)))
+
+
+def offer_projected_point(call: AttackCall, core: ADMMCore, st: State, x0: Tensor, idx: Tensor,
+                          stage: str, const: Tensor, best: BestSoFar) -> Tensor:
+    """Check z^k's projection (one more forward pass) and keep it where it is adversarial and the
+    image has no adversarial example yet (call it after this check's candidate was offered): a
+    dense fallback, never preferred to a group-sparse success. Returns where it was kept."""
+    missing = ~best.found[idx]
+    point = core.projected_point(st, idx)
+    with torch.no_grad():
+        margin = call.margin(x0 + point, idx, stage)
+    kept = is_adversarial(margin, call.confidence) & missing
+    best.update(idx, point.flatten(1).norm(dim=1), point, const, candidate=kept)
+    return kept
 
 
 def stop_stalled(running: Tensor, idx: Tensor, window_best: Tensor, previous_best: Tensor,
@@ -159,23 +189,27 @@ def constant_search(call: AttackCall, core: ADMMCore, settings: SearchSettings, 
             sub = state if everyone else state.gather(idx)
             x0_i, c = (x0, const) if everyone else (x0[idx], const[idx])
             lowest, found = window_best[idx], step_success[idx]
+            eta_scale = const_scale(c, settings, x0.ndim)
             for k in range(k, end + 1):       # noqa: B020 (k continues after the window)
                 z = core.point(sub)
                 x = (x0_i + z).requires_grad_(True)
                 with torch.enable_grad():
                     loss = c * hinge(call.margin(x, idx, stage), confidence)        # eq. (3)
                     grad, = torch.autograd.grad(loss.sum(), x)
-                sub = core.step(sub, grad, k, idx)
+                sub = core.step(sub, grad, k, idx, eta_scale)
                 lowest = torch.minimum(lowest, loss.detach() + core.regularizer(z))
                 if k % settings.check_every == 0 or k == last:
                     cand = core.candidate(sub, idx)
                     with torch.no_grad():
                         margin = call.margin(x0_i + cand, idx, stage)
                     adv = is_adversarial(margin, confidence)
-                    found = found | adv
                     best.update(idx, cand.flatten(1).norm(dim=1), cand, c, candidate=adv)
                     if nearest is not None:
                         nearest.update(idx, margin, cand, c, adv)
+                    if settings.z_candidate:
+                        adv = adv | offer_projected_point(call, core, sub, x0_i, idx, stage, c,
+                                                          best)
+                    found = found | adv
             iterations[idx] += end - start + 1
             window_best[idx], step_success[idx] = lowest, found
             if everyone:

@@ -11,6 +11,12 @@ from ..attacks.presets import PRESETS
 
 __all__ = ["resolved_settings"]
 
+#: Keywords added to the attacks after stores began to record settings, each with the value that
+#: is the behaviour from before it existed. At that value a keyword is left out of the record, so
+#: a store written before it existed still resumes and merges (its record is the same); any other
+#: value is recorded, and differs.
+LATER_KEYWORDS: dict[str, Any] = {"scale_eta": False, "z_candidate": False}
+
 
 def resolved_settings(attack: Callable[..., Any], params: Mapping[str, Any],
                       set_elsewhere: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -25,7 +31,8 @@ def resolved_settings(attack: Callable[..., Any], params: Mapping[str, Any],
     if preset is not None:
         values.update(PRESETS[preset])
     values.update(params)
-    return {name: _json_safe(value) for name, value in sorted(values.items())}
+    return {name: _json_safe(value) for name, value in sorted(values.items())
+            if not (name in LATER_KEYWORDS and value == LATER_KEYWORDS[name])}
 
 
 def _json_safe(value: Any) -> Any:

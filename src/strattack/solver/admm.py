@@ -68,9 +68,13 @@ def feasible_bounds(inputs: Tensor, epsilon: float | None, keep_zero: Tensor | N
     return lo, hi
 
 
-def eta(alpha: float, k: int) -> float:
-    """Bregman weight eta_k = alpha * sqrt(k) of the linearized z-step (14); k starts at 1."""
-    return alpha * math.sqrt(k)
+def eta(alpha: float, k: int, scale: Tensor | None = None) -> float | Tensor:
+    """Bregman weight eta_k = alpha * sqrt(k) of the linearized z-step (14); k starts at 1.
+
+    ``scale`` (per image, broadcastable to the iterate; not in the paper): eta_k * scale, e.g.
+    scaled with the loss constant c so that the z-step, whose gradient term grows with c,
+    does not grow with it (``scale_eta`` of the search)."""
+    return alpha * math.sqrt(k) if scale is None else alpha * math.sqrt(k) * scale
 
 
 def sparse_support(delta: Tensor, quantile: float) -> Tensor:
@@ -157,14 +161,16 @@ class StructuredADMM:
         """Where f is linearized: z^k."""
         return st["z"]
 
-    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State:
-        """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0)."""
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor,
+             eta_scale: Tensor | None = None) -> State:
+        """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0) (eta_k times
+        ``eta_scale`` per image, see :func:`eta`)."""
         p = self.params
         rho, rho_d = p.rho, p.delta_penalty          # rho_d = rho in the paper
         z, u, s = st["z"], st["u"], st["s"]
         delta = p.distortion.prox(z - u / rho_d, p.gamma, rho_d)             # (10)
         w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
-        e = eta(p.alpha, k)
+        e = eta(p.alpha, k, eta_scale)
         numer = e * z + rho_d * (delta + u / rho_d) + rho * (w + s / rho) - grad  # (15)/(18)
         denom = e + (rho_d + rho)                    # = e + 2*rho exactly when rho_d = rho
         new = State()
@@ -206,6 +212,10 @@ class StructuredADMM:
             perturbation = mean
         return torch.clamp(perturbation, self.lo[idx], self.hi[idx])
 
+    def projected_point(self, st: State, idx: Tensor) -> Tensor:
+        """z^k projected on h (box, eps, uncovered = 0): a dense second candidate."""
+        return torch.clamp(st["z"], self.lo[idx], self.hi[idx])
+
     def regularizer(self, delta: Tensor) -> Tensor:
         """gamma * D(delta) + tau * g(delta) per image (the non-loss part of problem (2))."""
         p = self.params
@@ -235,19 +245,24 @@ class RefineADMM:
     def point(self, st: State) -> Tensor:
         return st["z"]
 
-    def step(self, st: State, grad: Tensor, k: int, idx: Tensor) -> State:
+    def step(self, st: State, grad: Tensor, k: int, idx: Tensor,
+             eta_scale: Tensor | None = None) -> State:
         p = self.params
         rho = p.rho
         z, u = st["z"], st["u"]
         delta = torch.clamp(p.distortion.prox(z - u / rho, p.gamma, rho),
                             self.lo[idx], self.hi[idx])                        # (21)
-        e = eta(p.alpha, k)
+        e = eta(p.alpha, k, eta_scale)
         z_new = ((e * z + rho * (delta + u / rho) - grad) / (e + rho))         # (22)
         z_new = z_new * self.support[idx]
         return State(z=z_new, u=u + rho * (delta - z_new), delta=delta)
 
     def candidate(self, st: State, idx: Tensor) -> Tensor:
         return st["delta"]
+
+    def projected_point(self, st: State, idx: Tensor) -> Tensor:
+        """z^k (0 on S_sigma) projected on the bounds."""
+        return torch.clamp(st["z"], self.lo[idx], self.hi[idx])
 
     def regularizer(self, delta: Tensor) -> Tensor:
         return self.params.gamma * self.params.distortion.value(delta)
