@@ -2,11 +2,13 @@
 fallback candidate. Both are off by default; these tests pin what each one does."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from strattack import str_attack
 from strattack.attacks.admm_search import SearchSettings, const_scale
-from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasible_bounds
+from strattack.solver.admm import (ADMMParams, RefineADMM, StructuredADMM, balance_rho,
+                                   feasible_bounds)
 from strattack.solver.groups import GroupSpec
 
 from helpers import TwoClassLinear, small_cnn
@@ -116,3 +118,62 @@ def test_z_candidate_never_replaces_a_group_sparse_success():
     fallback = str_attack(model, x, target, z_candidate=True, **kw)
     assert plain.success.all()
     assert torch.equal(plain.adv, fallback.adv)
+
+
+def test_balance_rho_doubles_halves_or_keeps():
+    rho = torch.tensor([1.0, 1.0, 1.0, 4.0])
+    primal = torch.tensor([11.0, 1.0, 5.0, 0.1])
+    dual = torch.tensor([1.0, 11.0, 1.0, 2.0])
+    assert balance_rho(rho, primal, dual).tolist() == [2.0, 0.5, 1.0, 2.0]
+
+
+def test_adaptive_rho_steps_each_image_with_its_own_rho_then_balances():
+    """Row i of a step with per-image rho R_i is the fixed-rho step with rho = R_i; the new rho
+    follows the residuals computed here by hand (primal ||(delta, w, y) - z'||, dual
+    R_i ||z' - z|| sqrt(3): blocks delta, w and one y)."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64)
+    lo, hi = feasible_bounds(x, 0.3)
+    groups = GroupSpec(1, 6, 6, 2, 2)
+    core = StructuredADMM(ADMMParams(tau=0.7, adaptive_rho=True), groups, lo, hi)
+    st = _random_structured_state(core, gen, x.shape)
+    # image 0: a tiny rho against the random duals (primal residual >> dual: rho doubles);
+    # image 1: a large rho, zero duals and a large gradient (dual >> primal: rho halves)
+    st["rho"] = torch.tensor([0.01, 100.0], dtype=torch.float64).view(2, 1, 1, 1)
+    for key in ("u", "s", "v"):
+        st[key][1] = 0
+    grad = torch.randn(x.shape, generator=gen, dtype=torch.float64) * 4
+    out = core.step(st, grad, 2, torch.arange(2))
+    assert out["rho"].flatten().tolist() == [0.02, 50.0]
+    for i, r in enumerate((0.01, 100.0)):
+        one = StructuredADMM(ADMMParams(tau=0.7, rho=r), groups, lo[i:i + 1], hi[i:i + 1])
+        sub = st.gather(torch.tensor([i]))
+        del sub["rho"]
+        ref = one.step(sub, grad[i:i + 1], 2, torch.tensor([0]))
+        for key in ("z", "u", "s", "v", "y"):
+            torch.testing.assert_close(out[key][i:i + 1], ref[key], rtol=0, atol=1e-12)
+        z, z_new = sub["z"], ref["z"]
+        delta = r / (r + 2) * (z - sub["u"] / r)                       # (10), gamma = 1
+        w = torch.clamp(z - sub["s"] / r, lo[i:i + 1], hi[i:i + 1])    # (11)
+        primal = ((delta - z_new).square().sum() + (w - z_new).square().sum()
+                  + (ref["y"] - groups.unfold(z_new)).square().sum()).sqrt()
+        dual = r * (z_new - z).norm() * 3 ** 0.5
+        want = 2 * r if primal > 10 * dual else r / 2 if dual > 10 * primal else r
+        assert out["rho"][i].item() == want
+
+
+def test_adaptive_rho_cannot_be_combined_with_rho_delta():
+    with pytest.raises(ValueError, match="adaptive_rho"):
+        ADMMParams(rho_delta=2.0, adaptive_rho=True)
+
+
+def test_str_attack_with_adaptive_rho_runs_batched_and_succeeds():
+    model = small_cnn(1, seed=3)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        target = (model(x).argmax(1) + 1) % 5
+    res = str_attack(model, x, target, targeted=True, adaptive_rho=True, binary_search_steps=2,
+                     max_iterations=40)
+    assert res.success.all()
+    with torch.no_grad():
+        assert (model(res.adv).argmax(1) == target).all()

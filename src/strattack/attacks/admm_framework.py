@@ -61,7 +61,8 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                rescue_steps: int = 0,
                refine_misses: bool = False,
                scale_eta: bool = False,
-               z_candidate: bool = False) -> AttackResult:
+               z_candidate: bool = False,
+               adaptive_rho: bool = False) -> AttackResult:
     """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
 
     Args:
@@ -110,6 +111,9 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         z_candidate: at every check also run z^k projected on the constraints through the model
             (one more forward pass) and keep it while the image has no adversarial example
             (issue 17's "projection of z as a second candidate"): a dense fallback only.
+        adaptive_rho: residual balancing (Boyd et al. 2011, sec. 3.4.1) in the main search: a
+            per-image rho, doubled when the primal residual exceeds 10x the dual one, halved in
+            the opposite case (the refinement keeps rho); not with ``rho_delta``.
 
     Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
     perturbed, so every perturbed pixel belongs to a group.
@@ -135,7 +139,8 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     if refine_initial_const is not None and not refine_initial_const > 0:
         raise ValueError(f"refine_initial_const must be > 0 or None, got {refine_initial_const}")
     params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha,
-                        distortion=Distortion(distortion, beta), rho_delta=rho_delta)
+                        distortion=Distortion(distortion, beta), rho_delta=rho_delta,
+                        adaptive_rho=adaptive_rho)
     refine_params = params if refine_gamma is None else ADMMParams(
         rho=rho, gamma=refine_gamma, tau=tau, alpha=alpha, distortion=params.distortion)
     search = SearchSettings(initial_const=initial_const, search_steps=binary_search_steps,

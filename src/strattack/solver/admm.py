@@ -97,6 +97,17 @@ def sparse_support(delta: Tensor, quantile: float) -> Tensor:
     return (mag.double() > sigma[:, None]).reshape(n, *delta.shape[1:])
 
 
+def balance_rho(rho: Tensor, primal: Tensor, dual: Tensor, mu: float = 10.0,
+                factor: float = 2.0) -> Tensor:
+    """Residual balancing (Boyd et al. 2011, eq. 3.13) per image: rho * factor where the primal
+    residual exceeds mu times the dual one, rho / factor where the dual exceeds mu times the
+    primal, else rho. With unscaled duals (ours) nothing else needs rescaling."""
+    shape = rho.shape
+    primal, dual = primal.reshape(shape), dual.reshape(shape)
+    return torch.where(primal > mu * dual, rho * factor,
+                       torch.where(dual > mu * primal, rho / factor, rho))
+
+
 @dataclass(frozen=True)
 class ADMMParams:
     rho: float = 1.0      # penalty parameter of the augmented Lagrangian (6)
@@ -107,6 +118,9 @@ class ADMMParams:
     # Penalty of the block z = delta in (6) (None: rho, the paper). ADMM allows one penalty per
     # constraint; the authors' code weighs delta + u by 2*rho in the z-step (rho_delta = 2*rho).
     rho_delta: float | None = None
+    # Residual balancing (Boyd et al. 2011, sec. 3.4.1; not in the paper): a per-image rho in the
+    # state, doubled / halved when one residual exceeds the other 10-fold (main stage only).
+    adaptive_rho: bool = False
 
     def __post_init__(self) -> None:
         if not self.rho > 0:
@@ -115,6 +129,8 @@ class ADMMParams:
             raise ValueError(f"rho_delta must be > 0 or None, got {self.rho_delta}")
         if not self.alpha > 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if self.adaptive_rho and self.rho_delta is not None:
+            raise ValueError("adaptive_rho balances one rho; it cannot be combined with rho_delta")
         if self.gamma < 0 or self.tau < 0:
             raise ValueError(f"gamma and tau must be >= 0, got gamma={self.gamma}, tau={self.tau}")
 
@@ -146,10 +162,16 @@ class StructuredADMM:
                 self.copies = float(self.groups.num_groups)      # Prop. 2: PQ full copies
             else:
                 self.copies = 1.0                                # Prop. 1: one y
+        # constraint blocks of z (delta, w, and the copies of y), for the dual residual
+        copies = 0.0 if self.groups is None else self.copies
+        self.blocks = 2.0 + (copies.mean().item() if isinstance(copies, Tensor) else copies)
 
     def init_state(self, init: Tensor) -> State:
         """z^0 = init, all duals 0 (y^0 needs no storage: it is computed before it is used)."""
         state = State(z=init.clone(), u=torch.zeros_like(init), s=torch.zeros_like(init))
+        if self.params.adaptive_rho:
+            state["rho"] = torch.full((init.shape[0],) + (1,) * (init.ndim - 1), self.params.rho,
+                                      dtype=init.dtype, device=init.device)
         if self.groups is None:
             state["delta"] = init.clone()
         else:
@@ -166,7 +188,8 @@ class StructuredADMM:
         """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0) (eta_k times
         ``eta_scale`` per image, see :func:`eta`)."""
         p = self.params
-        rho, rho_d = p.rho, p.delta_penalty          # rho_d = rho in the paper
+        rho = st["rho"] if "rho" in st else p.rho   # per image with adaptive_rho
+        rho_d = rho if p.rho_delta is None else p.rho_delta      # rho_d = rho in the paper
         z, u, s = st["z"], st["u"], st["s"]
         delta = p.distortion.prox(z - u / rho_d, p.gamma, rho_d)             # (10)
         w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
@@ -177,18 +200,32 @@ class StructuredADMM:
         if self.groups is not None:
             g = self.groups
             v = st["v"]
-            y = block_soft_threshold(g.unfold(z) - v / rho, p.tau / rho)     # (12)/(17)
-            sum_c_prime = g.fold(y + v / rho) + (self.copies - self.coverage) * z
+            rho_cols = rho.reshape(-1, 1, 1) if isinstance(rho, Tensor) else rho  # (N, d, L) shapes
+            y = block_soft_threshold(g.unfold(z) - v / rho_cols, p.tau / rho)   # (12)/(17)
+            sum_c_prime = g.fold(y + v / rho_cols) + (self.copies - self.coverage) * z
             numer = numer + rho * sum_c_prime
             denom = denom + rho * self.copies
             z_new = numer / denom
-            new.update(v=v + rho * (y - g.unfold(z_new)), y=y)                # (37)
+            new.update(v=v + rho_cols * (y - g.unfold(z_new)), y=y)           # (37)
         else:
             z_new = numer / denom
         new.update(z=z_new, u=u + rho_d * (delta - z_new), s=s + rho * (w - z_new))  # (9)
         if self.groups is None:
             new["delta"] = delta
+        if "rho" in st:
+            new["rho"] = balance_rho(rho, *self.residuals(new, delta, w, z, rho))
         return new
+
+    def residuals(self, new: State, delta: Tensor, w: Tensor, z: Tensor, rho: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        """Per image: the primal residual ||(delta, w, y) - z^{k+1}|| of the constraints (4)/(16)
+        and the dual residual rho * ||z^{k+1} - z^k|| * sqrt(number of blocks)."""
+        z_new = new["z"]
+        primal = (delta - z_new).flatten(1).square().sum(1) + (w - z_new).flatten(1).square().sum(1)
+        if self.groups is not None:   # the copies' in-group parts (outside, y_i - z is not kept)
+            primal = primal + (new["y"] - self.groups.unfold(z_new)).flatten(1).square().sum(1)
+        dual = rho.flatten() * (z_new - z).flatten(1).norm(dim=1) * math.sqrt(self.blocks)
+        return primal.sqrt(), dual
 
     def candidate(self, st: State, idx: Tensor) -> Tensor:
         """The feasible group-sparse perturbation read off the iterate.
