@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU work still open in issues 15, 17 and 19, as ONE device call (one H200; ~8 minutes):
+# The GPU work still open in issues 15, 17 and 19, as ONE device call (never run on a GPU yet;
+# every job is cut at $LIMIT s so that the call fits the 10-minute limit):
 #   1. issue 17 §3, alone on the GPU: str_attack (today's defaults) examples/s and GPU
 #      utilisation on MNIST (50 images x 9 targets = 450 examples, one batch) and on
 #      EfficientNet-Lite0 at batches of 32, 64 and 128 examples;
