@@ -19,7 +19,9 @@
 # The models on the device carry float16-rounded weights (gpu_prepare.py measures the top-1
 # agreement with the exact ones); numbers from this call compare among themselves only.
 set -u
-OUT=${OUT:-runs/gpu_session}; DEVICE=${DEVICE:-cuda}; LIMIT=${LIMIT:-360}; N15=${N15:-50}
+OUT=${OUT:-runs/gpu_session}; DEVICE=${DEVICE:-cuda}; N15=${N15:-50}
+SPEED_LIMIT=${SPEED_LIMIT:-60}   # seconds per speed job (4 of them, one after another)
+LIMIT=${LIMIT:-270}               # seconds per parallel job, and for the transfer
 export PYTHONPATH="$PWD/src:$PWD/.dev/py:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 IMAGENET=$PWD/.dev/imagenet
@@ -28,7 +30,7 @@ mkdir -p "$OUT" "$W/logs"
 st="python3 -m strattack eval --device $DEVICE --no-progress ${THREADS:+--threads $THREADS}"
 T_STR=""; T_CW=""; T_IF=""         # per attack name: --set must name an attack of the config
 if [ "${TINY:-0}" = 1 ]; then       # a smoke test of every command, not a measurement
-  N15=2; LIMIT=600
+  N15=2; LIMIT=600; SPEED_LIMIT=600
   T_STR="--set str_attack.binary_search_steps=1 --set str_attack.max_iterations=2 --set str_attack.refine_iterations=2
          --set str_attack.rescue_steps=0 --set str_attack.iteration_growth=0 --set str_attack.refine_search_steps=1"
   T_CW="--set cw_l2.binary_search_steps=1 --set cw_l2.max_iterations=2"
@@ -39,13 +41,13 @@ nvidia-smi > "$W/logs/nvidia-smi.txt" 2>&1 || true
 
 # 1. Speed, alone on the GPU, with utilisation sampled every second.
 (nvidia-smi dmon -s u -d 1 > "$W/logs/dmon_speed.txt" 2>&1 &) ; sleep 1
-run bench_mnist python3 benchmarks/bench_strattack.py --images "$([ "${TINY:-0}" = 1 ] && echo 2 || echo 50)" \
+LIMIT=$SPEED_LIMIT run bench_mnist python3 benchmarks/bench_strattack.py --images "$([ "${TINY:-0}" = 1 ] && echo 2 || echo 50)" \
     --targets all --config nonoverlap --device "$DEVICE" --json "$W/logs/bench_mnist.jsonl" \
     --set tau=1.0 --set binary_search_steps=3 --set max_iterations=100 --set refine_iterations=80 \
     --set rescue_steps=2
 for b in 32 64 128; do
   n=$(( (b + 2) / 3 )); [ "${TINY:-0}" = 1 ] && n=1
-  run lite0_batch$b $st --config configs/imagenet_defaults.toml --dataset "$IMAGENET" -n $n \
+  LIMIT=$SPEED_LIMIT run lite0_batch$b $st --config configs/imagenet_defaults.toml --dataset "$IMAGENET" -n $n \
       --batch-size $b -o "$W/lite0_batch$b" $T_STR
 done
 pkill -f "nvidia-smi dmon" || true
