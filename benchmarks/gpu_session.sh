@@ -21,7 +21,7 @@
 set -u
 OUT=${OUT:-runs/gpu_session}; DEVICE=${DEVICE:-cuda}; N15=${N15:-50}
 SPEED_LIMIT=${SPEED_LIMIT:-60}   # seconds per speed job (4 of them, one after another)
-LIMIT=${LIMIT:-270}               # seconds per parallel job, and for the transfer
+LIMIT=${LIMIT:-240}               # seconds per parallel job (the transfer gets 60)
 export PYTHONPATH="$PWD/src:$PWD/.dev/py:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 IMAGENET=$PWD/.dev/imagenet
@@ -74,7 +74,7 @@ wait
 # Merge, report, transfer (forward passes only).
 python3 -m strattack merge "$W/t3" "$W"/t3_*/results.sqlite > "$W/logs/t3_merge.log" 2>&1
 python3 -m strattack report "$W/t3" --no-figures > "$W/logs/t3_report.md" 2>&1
-run t3_transfer python3 -m strattack transfer "$W/t3" --model efficientnet_lite1 --model efficientnet_lite2 \
+LIMIT=$SPEED_LIMIT run t3_transfer python3 -m strattack transfer "$W/t3" --model efficientnet_lite1 --model efficientnet_lite2 \
     --device "$DEVICE"
 python3 -m strattack merge "$W/i19" "$W"/i19_appf/results.sqlite "$W"/i19_ours/results.sqlite \
     "$W"/i19_authors/results.sqlite "$W"/i19_cw/results-shard-*.sqlite > "$W/logs/i19_merge.log" 2>&1
