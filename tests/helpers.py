@@ -21,6 +21,16 @@ class TwoClassLinear(nn.Module):
         return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
+def linear_case():
+    """A TwoClassLinear model on a 6x6 image at 0.5 with three nonzero weights (3, -1, 0.5), in
+    class 0 with margin 0.3: (model, x0, w)."""
+    w = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
+    w[0, 0, 1, 1], w[0, 0, 3, 4], w[0, 0, 4, 2] = 3.0, -1.0, 0.5
+    x0 = torch.full((1, 1, 6, 6), 0.5, dtype=torch.float64)
+    b = -(x0.flatten() @ w.flatten()).item() - 0.3           # class 0 with margin 0.3
+    return TwoClassLinear(w, b), x0, w
+
+
 def small_cnn(channels: int = 1, classes: int = 5, seed: int = 0, dtype=torch.float32) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(),

@@ -12,7 +12,7 @@ from strattack.solver.admm import ADMMParams, RefineADMM, StructuredADMM, feasib
 from strattack.solver.distortion import Distortion
 from strattack.solver.groups import GroupSpec
 
-from helpers import TwoClassLinear, small_cnn
+from helpers import linear_case, small_cnn
 
 
 @pytest.mark.parametrize("name", ["l2", "l1", "elastic"])
@@ -71,16 +71,8 @@ def test_refinement_with_l1_distortion_keeps_support_and_bounds():
         assert (st["delta"] >= lo).all() and (st["delta"] <= hi).all()
 
 
-def _linear_case():
-    w = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
-    w[0, 0, 1, 1], w[0, 0, 3, 4], w[0, 0, 4, 2] = 3.0, -1.0, 0.5
-    x0 = torch.full((1, 1, 6, 6), 0.5, dtype=torch.float64)
-    b = -(x0.flatten() @ w.flatten()).item() - 0.3           # class 0 with margin 0.3
-    return TwoClassLinear(w, b), x0, w
-
-
 def test_l1_admm_finds_the_l1_minimal_perturbation_of_a_linear_model():
-    model, x0, w = _linear_case()
+    model, x0, w = linear_case()
     res = admm_attack(model, x0, torch.tensor([1]), targeted=True, tau=0.0, distortion="l1",
                       gamma=0.05, refine=False, binary_search_steps=8)
     assert res.success.all()
@@ -91,7 +83,7 @@ def test_l1_admm_finds_the_l1_minimal_perturbation_of_a_linear_model():
 
 
 def test_l2_admm_without_groups_finds_the_l2_minimal_perturbation_of_a_linear_model():
-    model, x0, w = _linear_case()
+    model, x0, w = linear_case()
     res = admm_attack(model, x0, torch.tensor([1]), targeted=True, tau=0.0, refine=False,
                       binary_search_steps=8)
     assert res.success.all()
@@ -112,12 +104,12 @@ def test_str_attack_linf_respects_the_budget_and_is_untargeted():
 
 
 def test_str_attack_requires_a_group_penalty():
-    model, x0, _ = _linear_case()
+    model, x0, _ = linear_case()
     with pytest.raises(ValueError, match="tau > 0"):
         str_attack(model, x0, torch.tensor([1]), targeted=True, tau=0.0)
 
 
 def test_unknown_distortion_is_rejected():
-    model, x0, _ = _linear_case()
+    model, x0, _ = linear_case()
     with pytest.raises(ValueError, match="distortion"):
         admm_attack(model, x0, torch.tensor([1]), targeted=True, distortion="l0")

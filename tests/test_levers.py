@@ -11,7 +11,7 @@ from strattack.solver.admm import (ADMMParams, RefineADMM, StructuredADMM, balan
                                    feasible_bounds)
 from strattack.solver.groups import GroupSpec
 
-from helpers import TwoClassLinear, small_cnn
+from helpers import linear_case, small_cnn
 
 
 def _random_structured_state(core: StructuredADMM, gen: torch.Generator, shape):
@@ -66,16 +66,8 @@ def test_const_scale_is_one_up_to_the_first_c_and_c_over_c0_above():
     assert got.flatten().tolist() == [1.0, 1.0, 10.0, 100.0]
 
 
-def _linear_case():
-    w = torch.zeros(1, 1, 6, 6, dtype=torch.float64)
-    w[0, 0, 1, 1], w[0, 0, 3, 4], w[0, 0, 4, 2] = 3.0, -1.0, 0.5
-    x0 = torch.full((1, 1, 6, 6), 0.5, dtype=torch.float64)
-    b = -(x0.flatten() @ w.flatten()).item() - 0.3           # class 0 with margin 0.3
-    return TwoClassLinear(w, b), x0
-
-
 def test_scale_eta_changes_nothing_while_c_never_grows_and_acts_once_it_does():
-    model, x0 = _linear_case()
+    model, x0, _ = linear_case()
     target = torch.tensor([1])
     base = dict(targeted=True, binary_search_steps=3, max_iterations=60)
     # From c0 = 5 the first step succeeds, so c only falls below c0: the same run.
@@ -92,7 +84,7 @@ def test_z_candidate_rescues_an_image_whose_group_sparse_candidate_never_fools()
     """With a group penalty so large that every group is thresholded to 0, the y-candidate is
     always 0 (never adversarial); z still follows the gradient, and its projection fools the
     model. The fallback is feasible (box) and counted in the model passes."""
-    model, x0 = _linear_case()
+    model, x0, _ = linear_case()
     target = torch.tensor([1])
     kw = dict(targeted=True, tau=1e6, binary_search_steps=3, max_iterations=60, refine=False,
               initial_const=50.0)

@@ -74,7 +74,8 @@ def eta(alpha: float, k: int, scale: Tensor | None = None) -> float | Tensor:
     ``scale`` (per image, broadcastable to the iterate; not in the paper): eta_k * scale, e.g.
     scaled with the loss constant c so that the z-step, whose gradient term grows with c,
     does not grow with it (``scale_eta`` of the search)."""
-    return alpha * math.sqrt(k) if scale is None else alpha * math.sqrt(k) * scale
+    base = alpha * math.sqrt(k)
+    return base if scale is None else base * scale
 
 
 def sparse_support(delta: Tensor, quantile: float) -> Tensor:
@@ -134,10 +135,10 @@ class ADMMParams:
         if self.gamma < 0 or self.tau < 0:
             raise ValueError(f"gamma and tau must be >= 0, got gamma={self.gamma}, tau={self.tau}")
 
-    @property
-    def delta_penalty(self) -> float:
-        """The penalty of the constraint z = delta: rho_delta, or rho when it is None."""
-        return self.rho if self.rho_delta is None else self.rho_delta
+    def delta_penalty(self, rho: float | Tensor) -> float | Tensor:
+        """The penalty of the constraint z = delta: rho_delta, or ``rho`` (the current rho, per
+        image with adaptive_rho) when it is None."""
+        return rho if self.rho_delta is None else self.rho_delta
 
 
 class StructuredADMM:
@@ -162,9 +163,9 @@ class StructuredADMM:
                 self.copies = float(self.groups.num_groups)      # Prop. 2: PQ full copies
             else:
                 self.copies = 1.0                                # Prop. 1: one y
-        # constraint blocks of z (delta, w, and the copies of y), for the dual residual
-        copies = 0.0 if self.groups is None else self.copies
-        self.blocks = 2.0 + (copies.mean().item() if isinstance(copies, Tensor) else copies)
+        if params.adaptive_rho:   # constraint blocks of z (delta, w, copies of y): dual residual
+            copies = 0.0 if self.groups is None else self.copies
+            self.blocks = 2.0 + (copies.mean().item() if isinstance(copies, Tensor) else copies)
 
     def init_state(self, init: Tensor) -> State:
         """z^0 = init, all duals 0 (y^0 needs no storage: it is computed before it is used)."""
@@ -189,7 +190,7 @@ class StructuredADMM:
         ``eta_scale`` per image, see :func:`eta`)."""
         p = self.params
         rho = st["rho"] if "rho" in st else p.rho   # per image with adaptive_rho
-        rho_d = rho if p.rho_delta is None else p.rho_delta      # rho_d = rho in the paper
+        rho_d = p.delta_penalty(rho)                 # rho_d = rho in the paper
         z, u, s = st["z"], st["u"], st["s"]
         delta = p.distortion.prox(z - u / rho_d, p.gamma, rho_d)             # (10)
         w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
