@@ -62,7 +62,8 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                refine_misses: bool = False,
                scale_eta: bool = False,
                z_candidate: bool = False,
-               adaptive_rho: bool = False) -> AttackResult:
+               adaptive_rho: bool = False,
+               compile_step: bool = False) -> AttackResult:
     """Adversarial attack by linearized ADMM on problem (2) (see the module docstring).
 
     Args:
@@ -114,6 +115,10 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         adaptive_rho: residual balancing (Boyd et al. 2011, sec. 3.4.1) in the main search: a
             per-image rho, doubled when the primal residual exceeds 10x the dual one, halved in
             the opposite case (the refinement keeps rho); not with ``rho_delta``.
+        compile_step: run the arithmetic of each ADMM iteration (every step but the model's
+            forward and backward pass) as one graph captured by ``torch.compile`` (issue 17:
+            fewer kernel launches per iteration on a GPU). The same formulas; the first call
+            per shape pays the compilation (tens of seconds); needs a C++ compiler on the CPU.
 
     Pixels that no group covers (when (H - r) or (W - r) is not a multiple of S) are never
     perturbed, so every perturbed pixel belongs to a group.
@@ -165,7 +170,7 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     uncovered = (groups.coverage(x0) == 0 if groups is not None
                  else torch.zeros((1,) * x0.ndim, dtype=torch.bool, device=x0.device))
     lo, hi = feasible_bounds(x0, epsilon, uncovered)
-    core = StructuredADMM(params, groups, lo, hi, overlap)
+    core = StructuredADMM(params, groups, lo, hi, overlap, compiled=compile_step)
     nearest = NearestMiss(x0) if refine_misses else None
     iterations = constant_search(call, core, search, "admm", active=active, best=best,
                                  nearest=nearest).iterations
@@ -181,7 +186,7 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
             """Prop. 3 on the support {|delta*| > sigma} (19) of the current best delta*,
             started at delta* restricted to it."""
             return refine_core_at(refine_params, best.delta, x0, epsilon, uncovered,
-                                  refine_quantile)
+                                  refine_quantile, compile_step)
 
         refine_core, start = refine_from_best()
         first_const = (best.const if refine_initial_const is None
@@ -194,16 +199,18 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
     if misses is not None and misses.any():
         iterations = iterations + refine_the_misses(call, refine_params, refine_settings, best,
                                                     nearest, misses, epsilon, uncovered,
-                                                    refine_quantile)
+                                                    refine_quantile, compile_step)
     return best.result(call, epsilon, iterations, unrefined)
 
 
 def refine_the_misses(call: AttackCall, params: ADMMParams, settings: SearchSettings,
                       best: BestSoFar, nearest: NearestMiss, misses: Tensor,
-                      epsilon: float | None, uncovered: Tensor, quantile: float) -> Tensor:
+                      epsilon: float | None, uncovered: Tensor, quantile: float,
+                      compiled: bool = False) -> Tensor:
     """Prop. 3 for the images the search never made adversarial: on the sigma-sparse support of
     their closest miss, started there, at the c it was met at. Returns the iterations run."""
-    core, start = refine_core_at(params, nearest.delta, call.x0, epsilon, uncovered, quantile)
+    core, start = refine_core_at(params, nearest.delta, call.x0, epsilon, uncovered, quantile,
+                                 compiled)
     outcome = constant_search(call, core, settings, "refine misses", active=misses, best=best,
                               init=start, restart=lambda: (core, start),
                               const=torch.where(misses, nearest.const,
@@ -212,9 +219,10 @@ def refine_the_misses(call: AttackCall, params: ADMMParams, settings: SearchSett
 
 
 def refine_core_at(params: ADMMParams, delta: Tensor, x0: Tensor, epsilon: float | None,
-                   uncovered: Tensor, quantile: float) -> tuple[RefineADMM, Tensor]:
+                   uncovered: Tensor, quantile: float, compiled: bool = False
+                   ) -> tuple[RefineADMM, Tensor]:
     """The Prop. 3 core on the support {|delta| > sigma} (19) of ``delta`` (minus the pixels no
     group covers), and its start: delta restricted to that support."""
     support = sparse_support(delta, quantile) & ~uncovered
     lo, hi = feasible_bounds(x0, epsilon, ~support)
-    return RefineADMM(params, lo, hi, support.to(x0.dtype)), delta * support
+    return RefineADMM(params, lo, hi, support.to(x0.dtype), compiled), delta * support

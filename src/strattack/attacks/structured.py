@@ -58,6 +58,7 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
                scale_eta: bool = False,
                z_candidate: bool = False,
                adaptive_rho: bool = False,
+               compile_step: bool = False,
                preset: PresetName | None = None) -> AttackResult:
     """Structured (group-sparse) adversarial attack: :func:`admm_attack` with a group penalty
     tau > 0 (every other keyword is admm_attack's, with the same default and meaning).
@@ -118,7 +119,8 @@ def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: T
                     refine_misses: bool = True,
                     scale_eta: bool = False,
                     z_candidate: bool = False,
-                    adaptive_rho: bool = False) -> AttackResult:
+                    adaptive_rho: bool = False,
+                    compile_step: bool = False) -> AttackResult:
     """StrAttack under ||delta||_inf <= epsilon, refined by problem (20) at gamma = 0 (Sec. 5,
     Table 2; ``refine_gamma=0``). Success means fooling the model within the budget. Every
     other keyword is :func:`str_attack`'s, with App. F's tau = 2 and the 5 x 200 (+ 2 x 100)

@@ -15,7 +15,8 @@ __all__ = ["resolved_settings"]
 #: is the behaviour from before it existed. At that value a keyword is left out of the record, so
 #: a store written before it existed still resumes and merges (its record is the same); any other
 #: value is recorded, and differs.
-LATER_KEYWORDS: dict[str, Any] = {"scale_eta": False, "z_candidate": False, "adaptive_rho": False}
+LATER_KEYWORDS: dict[str, Any] = {"scale_eta": False, "z_candidate": False, "adaptive_rho": False,
+                                  "compile_step": False}
 
 
 def resolved_settings(attack: Callable[..., Any], params: Mapping[str, Any],

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
@@ -76,6 +76,21 @@ def eta(alpha: float, k: int, scale: Tensor | None = None) -> float | Tensor:
     does not grow with it (``scale_eta`` of the search)."""
     base = alpha * math.sqrt(k)
     return base if scale is None else base * scale
+
+
+def as_tensor_like(value: float | Tensor, like: Tensor) -> Tensor:
+    """``value`` as a tensor on ``like``'s device and dtype: a compiled update then sees eta_k
+    as data, not as a constant that changes (and recompiles) at every k."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def compile_update(update: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
+    """``update`` itself, or captured by ``torch.compile`` (one fused graph per iteration; shapes
+    marked dynamic, since the number of active images changes between windows). Not in the
+    paper: an execution option of issue 17 (BENCHMARKS.md section 12)."""
+    if not enabled:
+        return update
+    return torch.compile(update, dynamic=True, fullgraph=True)
 
 
 def sparse_support(delta: Tensor, quantile: float) -> Tensor:
@@ -148,10 +163,11 @@ class StructuredADMM:
     """
 
     def __init__(self, params: ADMMParams, groups: GroupSpec | None, lo: Tensor, hi: Tensor,
-                 overlap: OverlapMode = "exact") -> None:
+                 overlap: OverlapMode = "exact", compiled: bool = False) -> None:
         if overlap not in ("exact", "group"):
             raise ValueError(f"overlap must be 'exact' or 'group', got {overlap!r}")
         self.params = params
+        self._update = compile_update(self._update_eager, compiled)
         # tau = 0 removes the y-block entirely: no copies, no duals v.
         self.groups = groups if params.tau > 0 else None
         self.lo, self.hi = lo, hi
@@ -188,19 +204,29 @@ class StructuredADMM:
              eta_scale: Tensor | None = None) -> State:
         """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0) (eta_k times
         ``eta_scale`` per image, see :func:`eta`)."""
+        rho = st["rho"] if "rho" in st else self.params.rho   # per image with adaptive_rho
+        e = as_tensor_like(eta(self.params.alpha, k, eta_scale), grad)
+        new, delta, w = self._update(st["z"], st["u"], st["s"], st.get("v"), grad, e, rho,
+                                     self.lo[idx], self.hi[idx])
+        new = State(new)
+        if "rho" in st:
+            new["rho"] = balance_rho(rho, *self.residuals(new, delta, w, st["z"], rho))
+        return new
+
+    def _update_eager(self, z: Tensor, u: Tensor, s: Tensor, v: Tensor | None, grad: Tensor,
+                      e: Tensor, rho: float | Tensor, lo: Tensor, hi: Tensor
+                      ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The arithmetic of one iteration on plain tensors (what ``compiled`` captures):
+        the new state, and delta^{k+1}, w^{k+1} for the residuals."""
         p = self.params
-        rho = st["rho"] if "rho" in st else p.rho   # per image with adaptive_rho
         rho_d = p.delta_penalty(rho)                 # rho_d = rho in the paper
-        z, u, s = st["z"], st["u"], st["s"]
         delta = p.distortion.prox(z - u / rho_d, p.gamma, rho_d)             # (10)
-        w = torch.clamp(z - s / rho, self.lo[idx], self.hi[idx])              # (11)
-        e = eta(p.alpha, k, eta_scale)
+        w = torch.clamp(z - s / rho, lo, hi)                                  # (11)
         numer = e * z + rho_d * (delta + u / rho_d) + rho * (w + s / rho) - grad  # (15)/(18)
         denom = e + (rho_d + rho)                    # = e + 2*rho exactly when rho_d = rho
-        new = State()
+        new: dict[str, Tensor] = {}
         if self.groups is not None:
             g = self.groups
-            v = st["v"]
             rho_cols = rho.reshape(-1, 1, 1) if isinstance(rho, Tensor) else rho  # (N, d, L) shapes
             y = block_soft_threshold(g.unfold(z) - v / rho_cols, p.tau / rho)   # (12)/(17)
             sum_c_prime = g.fold(y + v / rho_cols) + (self.copies - self.coverage) * z
@@ -210,12 +236,9 @@ class StructuredADMM:
             new.update(v=v + rho_cols * (y - g.unfold(z_new)), y=y)           # (37)
         else:
             z_new = numer / denom
-        new.update(z=z_new, u=u + rho_d * (delta - z_new), s=s + rho * (w - z_new))  # (9)
-        if self.groups is None:
             new["delta"] = delta
-        if "rho" in st:
-            new["rho"] = balance_rho(rho, *self.residuals(new, delta, w, z, rho))
-        return new
+        new.update(z=z_new, u=u + rho_d * (delta - z_new), s=s + rho * (w - z_new))  # (9)
+        return new, delta, w
 
     def residuals(self, new: State, delta: Tensor, w: Tensor, z: Tensor, rho: Tensor
                   ) -> tuple[Tensor, Tensor]:
@@ -271,10 +294,12 @@ class RefineADMM:
     complement of S_sigma.
     """
 
-    def __init__(self, params: ADMMParams, lo: Tensor, hi: Tensor, support: Tensor) -> None:
+    def __init__(self, params: ADMMParams, lo: Tensor, hi: Tensor, support: Tensor,
+                 compiled: bool = False) -> None:
         self.params = params
         self.lo, self.hi = lo, hi
         self.support = support
+        self._update = compile_update(self._update_eager, compiled)
 
     def init_state(self, init: Tensor) -> State:
         """Initialised at delta* (end of Prop. 3): z^0 = delta^0 = delta*, u^0 = 0."""
@@ -285,15 +310,17 @@ class RefineADMM:
 
     def step(self, st: State, grad: Tensor, k: int, idx: Tensor,
              eta_scale: Tensor | None = None) -> State:
+        e = as_tensor_like(eta(self.params.alpha, k, eta_scale), grad)
+        return State(self._update(st["z"], st["u"], grad, e, self.lo[idx], self.hi[idx],
+                                  self.support[idx]))
+
+    def _update_eager(self, z: Tensor, u: Tensor, grad: Tensor, e: Tensor, lo: Tensor,
+                      hi: Tensor, support: Tensor) -> dict[str, Tensor]:
         p = self.params
         rho = p.rho
-        z, u = st["z"], st["u"]
-        delta = torch.clamp(p.distortion.prox(z - u / rho, p.gamma, rho),
-                            self.lo[idx], self.hi[idx])                        # (21)
-        e = eta(p.alpha, k, eta_scale)
-        z_new = ((e * z + rho * (delta + u / rho) - grad) / (e + rho))         # (22)
-        z_new = z_new * self.support[idx]
-        return State(z=z_new, u=u + rho * (delta - z_new), delta=delta)
+        delta = torch.clamp(p.distortion.prox(z - u / rho, p.gamma, rho), lo, hi)   # (21)
+        z_new = ((e * z + rho * (delta + u / rho) - grad) / (e + rho)) * support     # (22)
+        return {"z": z_new, "u": u + rho * (delta - z_new), "delta": delta}
 
     def candidate(self, st: State, idx: Tensor) -> Tensor:
         return st["delta"]
