@@ -2,8 +2,9 @@
 # The GPU work still open in issues 15, 17 and 19, as ONE device call (never run on a GPU yet;
 # every job is cut at $LIMIT s so that the call fits the 10-minute limit):
 #   1. issue 17 §3, alone on the GPU: str_attack (today's defaults) examples/s and GPU
-#      utilisation on MNIST (50 images x 9 targets = 450 examples, one batch) and on
-#      EfficientNet-Lite0 at batches of 32, 64 and 128 examples;
+#      utilisation on MNIST (50 images x 9 targets = 450 examples, one batch; eager, then with
+#      compile_step=true twice: cold, then warm) and on EfficientNet-Lite0 at batches of 32, 64
+#      and 128 examples (64 also with compile_step);
 #   2. then in parallel, one process per attack, each under $LIMIT seconds:
 #      issue 15 §3: Table 3 on ImageNet (configs/table3_imagenet.toml, $N15 images x 2 targets,
 #      crafted on Lite0) and `strattack transfer` to Lite1 and Lite2;
@@ -20,8 +21,8 @@
 # agreement with the exact ones); numbers from this call compare among themselves only.
 set -u
 OUT=${OUT:-runs/gpu_session}; DEVICE=${DEVICE:-cuda}; N15=${N15:-50}
-SPEED_LIMIT=${SPEED_LIMIT:-60}   # seconds per speed job (4 of them, one after another)
-LIMIT=${LIMIT:-240}               # seconds per parallel job (the transfer gets 60)
+SPEED_LIMIT=${SPEED_LIMIT:-45}   # seconds per speed job (6 of them, one after another)
+LIMIT=${LIMIT:-220}               # seconds per parallel job (the transfer gets 45)
 export PYTHONPATH="$PWD/src:$PWD/.dev/py:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 IMAGENET=$PWD/.dev/imagenet
@@ -41,16 +42,23 @@ nvidia-smi > "$W/logs/nvidia-smi.txt" 2>&1 || true
 
 # 1. Speed, alone on the GPU, with utilisation sampled every second.
 (nvidia-smi dmon -s u -d 1 > "$W/logs/dmon_speed.txt" 2>&1 &) ; sleep 1
-LIMIT=$SPEED_LIMIT run bench_mnist python3 benchmarks/bench_strattack.py --images "$([ "${TINY:-0}" = 1 ] && echo 2 || echo 50)" \
-    --targets all --config nonoverlap --device "$DEVICE" --json "$W/logs/bench_mnist.jsonl" \
-    --set tau=1.0 --set binary_search_steps=3 --set max_iterations=100 --set refine_iterations=80 \
-    --set rescue_steps=2
-for b in 32 64 128; do
-  n=$(( (b + 2) / 3 )); [ "${TINY:-0}" = 1 ] && n=1
+for compiled in false true; do
+  LIMIT=$SPEED_LIMIT run bench_mnist_compile_$compiled python3 benchmarks/bench_strattack.py \
+      --images "$([ "${TINY:-0}" = 1 ] && echo 2 || echo 50)" --targets all --config nonoverlap \
+      $([ $compiled = true ] && echo --config nonoverlap) --device "$DEVICE" \
+      --json "$W/logs/bench_mnist.jsonl" --set tau=1.0 --set binary_search_steps=3 \
+      --set max_iterations=100 --set refine_iterations=80 --set rescue_steps=2 --set compile_step=$compiled
+done
+for b in 32 64 128 64c; do
+  n=$(( (${b%c} + 2) / 3 )); [ "${TINY:-0}" = 1 ] && n=1
+  extra=""; [ "$b" = 64c ] && extra="--set str_attack.compile_step=true"
   LIMIT=$SPEED_LIMIT run lite0_batch$b $st --config configs/imagenet_defaults.toml --dataset "$IMAGENET" -n $n \
-      --batch-size $b -o "$W/lite0_batch$b" $T_STR
+      --batch-size ${b%c} -o "$W/lite0_batch$b" $T_STR $extra
 done
 pkill -f "nvidia-smi dmon" || true
+for d in "$W"/lite0_batch*; do   # seconds and passes per example of each batch size
+  python3 -m strattack report "$d" --no-figures > "$W/logs/$(basename "$d")_report.md" 2>&1
+done
 
 # 2. Issue 15 and issue 19 in parallel.
 t3=("IFGSM-l2" "C&W-l2 (5x200)" "C&W-l2 (5x200) kappa=20" "StrAttack" "StrAttack kappa=20")
@@ -74,7 +82,7 @@ wait
 # Merge, report, transfer (forward passes only).
 python3 -m strattack merge "$W/t3" "$W"/t3_*/results.sqlite > "$W/logs/t3_merge.log" 2>&1
 python3 -m strattack report "$W/t3" --no-figures > "$W/logs/t3_report.md" 2>&1
-LIMIT=$SPEED_LIMIT run t3_transfer python3 -m strattack transfer "$W/t3" --model efficientnet_lite1 --model efficientnet_lite2 \
+LIMIT=45 run t3_transfer python3 -m strattack transfer "$W/t3" --model efficientnet_lite1 --model efficientnet_lite2 \
     --device "$DEVICE"
 python3 -m strattack merge "$W/i19" "$W"/i19_appf/results.sqlite "$W"/i19_ours/results.sqlite \
     "$W"/i19_authors/results.sqlite "$W"/i19_cw/results-shard-*.sqlite > "$W/logs/i19_merge.log" 2>&1

@@ -78,16 +78,11 @@ def eta(alpha: float, k: int, scale: Tensor | None = None) -> float | Tensor:
     return base if scale is None else base * scale
 
 
-def as_tensor_like(value: float | Tensor, like: Tensor) -> Tensor:
-    """``value`` as a tensor on ``like``'s device and dtype: a compiled update then sees eta_k
-    as data, not as a constant that changes (and recompiles) at every k."""
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-
 def compile_update(update: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
     """``update`` itself, or captured by ``torch.compile`` (one fused graph per iteration; shapes
-    marked dynamic, since the number of active images changes between windows). Not in the
-    paper: an execution option of issue 17 (BENCHMARKS.md section 12)."""
+    marked dynamic, since the number of active images changes between windows; eta_k, a Python
+    float, is then a symbolic input, so a new k does not recompile). Not in the paper: an
+    execution option of issue 17 (BENCHMARKS.md section 12)."""
     if not enabled:
         return update
     return torch.compile(update, dynamic=True, fullgraph=True)
@@ -205,7 +200,7 @@ class StructuredADMM:
         """One ADMM iteration k -> k+1 given grad = nabla f(z^k + x0) (eta_k times
         ``eta_scale`` per image, see :func:`eta`)."""
         rho = st["rho"] if "rho" in st else self.params.rho   # per image with adaptive_rho
-        e = as_tensor_like(eta(self.params.alpha, k, eta_scale), grad)
+        e = eta(self.params.alpha, k, eta_scale)
         new, delta, w = self._update(st["z"], st["u"], st["s"], st.get("v"), grad, e, rho,
                                      self.lo[idx], self.hi[idx])
         new = State(new)
@@ -214,7 +209,7 @@ class StructuredADMM:
         return new
 
     def _update_eager(self, z: Tensor, u: Tensor, s: Tensor, v: Tensor | None, grad: Tensor,
-                      e: Tensor, rho: float | Tensor, lo: Tensor, hi: Tensor
+                      e: float | Tensor, rho: float | Tensor, lo: Tensor, hi: Tensor
                       ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """The arithmetic of one iteration on plain tensors (what ``compiled`` captures):
         the new state, and delta^{k+1}, w^{k+1} for the residuals."""
@@ -310,11 +305,11 @@ class RefineADMM:
 
     def step(self, st: State, grad: Tensor, k: int, idx: Tensor,
              eta_scale: Tensor | None = None) -> State:
-        e = as_tensor_like(eta(self.params.alpha, k, eta_scale), grad)
+        e = eta(self.params.alpha, k, eta_scale)
         return State(self._update(st["z"], st["u"], grad, e, self.lo[idx], self.hi[idx],
                                   self.support[idx]))
 
-    def _update_eager(self, z: Tensor, u: Tensor, grad: Tensor, e: Tensor, lo: Tensor,
+    def _update_eager(self, z: Tensor, u: Tensor, grad: Tensor, e: float | Tensor, lo: Tensor,
                       hi: Tensor, support: Tensor) -> dict[str, Tensor]:
         p = self.params
         rho = p.rho
