@@ -189,7 +189,7 @@ def test_cli_prints_the_table_and_writes_csv_json_png(run, tmp_path):
     result = CliRunner().invoke(main, ["transfer", str(run), "--model", "mnist", "--model",
                                        "mnist_distilled", "-o", str(out), "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert "| attack | model | examples | top-1 % | top-5 % | clean top-1 % |" in result.output
+    assert "| attack | model | examples | top-1 % | top-1 95% CI | top-5 % |" in result.output
     assert "| ifgsm | mnist_distilled | 3 |" in result.output
     with open(out / "transfer.csv") as f:
         assert len(list(csv.DictReader(f))) == 4          # 2 attacks x 2 models
@@ -225,3 +225,12 @@ def test_a_corrupt_transfer_store_is_a_clear_error(run, tmp_path):
     (tmp_path / TRANSFER_STORE_NAME).write_bytes(b"not sqlite" * 100)
     with pytest.raises(DataError, match="is not a readable transfer store"):
         _transfer(run, [Receiver("mnist", load_pretrained("mnist"))], tmp_path)
+
+
+def test_transfer_rows_carry_wilson_intervals():
+    """5 of 10 gives the textbook Wilson 95% interval [23.7, 76.3]; an undefined rate (untargeted
+    top-5) has none."""
+    from strattack.evaluation.transfer import with_intervals
+    row = with_intervals({"examples": 10, "top-1 %": 50.0, "top-5 %": float("nan")})
+    assert row["top-1 95% CI"] == "[23.7, 76.3]"
+    assert row["top-5 95% CI"] == "n/a"

@@ -67,7 +67,8 @@ def wilson_interval(rate: float, n: int, z: float = 1.959964) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _interval_text(rate: float, n: int) -> str:
+def interval_text(rate: float, n: int) -> str:
+    """The 95% Wilson interval of ``rate`` over ``n`` units as "[low, high]" in percent."""
     low, high = wilson_interval(rate, n)
     return "n/a" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
@@ -165,7 +166,7 @@ def _row(label: str, case: str, by_image: dict[int, list[ExampleRecord]],
          records: Sequence[ExampleRecord], asr: float, norms: dict[str, float],
          cost: dict[str, object]) -> dict[str, object]:
     return {"attack": label, "case": case, "images": len(by_image), "examples": len(records),
-            "ASR %": 100.0 * asr, "ASR 95% CI": _interval_text(asr, len(by_image)), **norms,
+            "ASR %": 100.0 * asr, "ASR 95% CI": interval_text(asr, len(by_image)), **norms,
             **cost}
 
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
-from .report import store_labels
+from .report import interval_text, store_labels
 from .store import ResultStore
 from .stored import load_store_context
 from .tasks import UNTARGETED
@@ -45,8 +45,8 @@ from .transfer_store import TRANSFER_STORE_NAME, TransferRecord, TransferStore
 __all__ = ["COLUMNS", "Receiver", "SourceExamples", "TransferSummary", "successful_examples",
            "transfer"]
 
-COLUMNS = ("attack", "model", "examples", "top-1 %", "top-5 %", "clean top-1 %",
-           "clean top-5 %")
+COLUMNS = ("attack", "model", "examples", "top-1 %", "top-1 95% CI", "top-5 %", "top-5 95% CI",
+           "clean top-1 %", "clean top-5 %")
 
 Log = Callable[[str], None]
 
@@ -140,10 +140,21 @@ def transfer(store: ResultStore, receivers: Sequence[Receiver], out: str | Path 
     with TransferStore(path, _meta(store, receivers)) as results:
         added = sum(_run_source(results, src, receivers, data, batch_size, device, log)
                     for src in sources)
-        rows = [{"attack": s.label, "model": r.name,
-                 **results.rates(s.key, r.name, set(s.pairs))} for s in sources for r in receivers]
+        rows = [with_intervals({"attack": s.label, "model": r.name,
+                                **results.rates(s.key, r.name, set(s.pairs))})
+                for s in sources for r in receivers]
     counts = {s.label: (s.stored, len(s.pairs)) for s in sources}
     return TransferSummary(rows, counts, added, path, _notes(counts, store))
+
+
+def with_intervals(row: dict[str, object]) -> dict[str, object]:
+    """``row`` plus the 95% Wilson intervals of its top-1 and top-5 rates over its examples
+    (the transferred examples are the units), in percent; "n/a" where a rate is undefined."""
+    n = int(row["examples"])  # type: ignore[call-overload]
+    for name in ("top-1", "top-5"):
+        rate = float(row[f"{name} %"]) / 100  # type: ignore[arg-type]
+        row[f"{name} 95% CI"] = interval_text(rate, n)
+    return row
 
 
 def _check_names(receivers: Sequence[Receiver]) -> None:
