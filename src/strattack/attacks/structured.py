@@ -67,8 +67,10 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
     on the 3%-quantile support; not App. F (issue 17, BENCHMARKS.md section 11): tau = 1 (App. F:
     2) and a budget of 3 x 100 iterations + refinement 2 x 80, plus up to 2 rescue steps for the
     images still without an adversarial example. On the MNIST speed task this is ASR 100% below
-    adv_lib's l0 and l2 at under 1,000 model passes per example. ``admm_attack`` and
-    :func:`str_attack_linf` keep tau = 2 and 5 x 200 (+ 2 x 100).
+    adv_lib's l0 and l2 at under 1,000 model passes per example. On ImageNet-sized inputs
+    that budget is short (EfficientNet-Lite0: l2 27% above 5 x 200 + 2 x 100 at the same tau):
+    pass ``binary_search_steps=5, max_iterations=200, refine_iterations=100`` there.
+    ``admm_attack`` and :func:`str_attack_linf` keep tau = 2 and 5 x 200 (+ 2 x 100).
 
     preset: None (the defaults above) or ``"authors_code"``: the ImageNet settings of the
         authors' code (:data:`strattack.attacks.presets.AUTHORS_CODE`; README, "The
