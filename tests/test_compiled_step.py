@@ -78,3 +78,18 @@ def test_compile_step_reproduces_the_attack_with_inductor():
     assert torch.equal(captured.success, eager.success)
     torch.testing.assert_close(captured.adv, eager.adv, rtol=0, atol=1e-5)
     assert torch.equal(captured.iterations, eager.iterations)
+
+
+def test_compile_step_without_a_compiler_is_a_clear_error_before_any_work(monkeypatch):
+    import strattack.attacks.admm_framework as framework
+    monkeypatch.setattr(framework.shutil, "which", lambda name: None)
+    calls = []
+
+    def model(x):
+        calls.append(1)
+        return torch.zeros(x.shape[0], 3)
+
+    with pytest.raises(ValueError, match="C\\+\\+ compiler"):
+        str_attack(model, torch.rand(1, 1, 4, 4), torch.tensor([1]), targeted=True,
+                   compile_step=True)
+    assert not calls

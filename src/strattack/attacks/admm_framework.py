@@ -12,6 +12,7 @@ are configurations of :func:`admm_attack`.
 """
 from __future__ import annotations
 
+import shutil
 from typing import Callable
 
 import torch
@@ -143,6 +144,8 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
         raise ValueError(f"refine_quantile must be in [0, 1), got {refine_quantile}")
     if refine_initial_const is not None and not refine_initial_const > 0:
         raise ValueError(f"refine_initial_const must be > 0 or None, got {refine_initial_const}")
+    if compile_step:
+        check_compiler(inputs.device)
     params = ADMMParams(rho=rho, gamma=gamma, tau=tau, alpha=alpha,
                         distortion=Distortion(distortion, beta), rho_delta=rho_delta,
                         adaptive_rho=adaptive_rho)
@@ -201,6 +204,14 @@ def admm_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tenso
                                                     nearest, misses, epsilon, uncovered,
                                                     refine_quantile, compile_step)
     return best.result(call, epsilon, iterations, unrefined)
+
+
+def check_compiler(device: torch.device) -> None:
+    """``compile_step`` on the CPU needs a C++ compiler (torch.compile generates C++ there):
+    without one, say so before any work instead of failing inside the first iteration."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ValueError("compile_step=True on the CPU needs a C++ compiler on PATH (c++, g++ "
+                         "or clang++) for torch.compile; install one or leave compile_step off")
 
 
 def refine_the_misses(call: AttackCall, params: ADMMParams, settings: SearchSettings,
