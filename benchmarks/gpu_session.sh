@@ -61,7 +61,7 @@ for d in "$W"/lite0_batch*; do   # seconds and passes per example of each batch 
 done
 
 # 2. Issue 15 and issue 19 in parallel.
-t3=("IFGSM-l2" "C&W-l2 (4x100)" "C&W-l2 (4x100) kappa=20" "StrAttack" "StrAttack kappa=20")
+t3=("IFGSM-l2" "C&W-l2 (4x100)" "C&W-l2 (4x100) kappa=20" "StrAttack" "StrAttack kappa=20" "StrAttack kappa=20 (scale_eta)")
 for i in "${!t3[@]}"; do
   run t3_$i $st --config configs/table3_imagenet.toml --dataset "$IMAGENET" -n "$N15" \
       --only "${t3[$i]}" -o "$W/t3_$i" $T_STR $T_CW $T_IF &
