@@ -725,6 +725,47 @@ def test_paper_average_case_is_one_reproducible_random_target_per_image():
     assert other["l2"] != avg["l2"]
 
 
+def _two_attack_store(path):
+    """'a' on images 0-1 (l2 1 and 9), 'b' on image 0 only (l2 2): a merged store of runs of
+    different sizes."""
+    store = ResultStore(path, {"dataset": "mnist"})
+    a, b = store.add_attack("a", {}), store.add_attack("b", {})
+    store.write(a, [record(0, 1, l2=1.0), record(1, 1, l2=9.0)])
+    store.write(b, [record(0, 1, l2=2.0)])
+    return store
+
+
+def test_common_restricts_every_attack_to_the_examples_all_finished(tmp_path):
+    from strattack.evaluation.report import common_examples
+    with _two_attack_store(tmp_path / "s.sqlite") as store:
+        assert common_examples(store) == {(0, 1)}
+        every = {(r["attack"], r["case"]): r for r in report_rows(store)}
+        common = {(r["attack"], r["case"]): r for r in report_rows(store, common=True)}
+        paper = {(r["attack"], r["case"]): r
+                 for r in report_rows(store, convention="paper", common=True)}
+    assert every[("a", "average")]["l2"] == 5.0 and every[("a", "average")]["examples"] == 2
+    assert common[("a", "average")]["l2"] == 1.0 and common[("a", "average")]["examples"] == 1
+    assert paper[("a", "best")]["l2"] == 1.0 and common[("b", "average")]["l2"] == 2.0
+    ratio = {r["case"]: r for r in ratio_rows(list(common.values()), "a", "b")}
+    assert ratio["average"]["l2"] == 0.5
+
+
+def test_a_ratio_over_different_examples_gets_a_note_and_common_one_none(tmp_path):
+    from strattack.evaluation.report import ratio_notes
+    with _two_attack_store(tmp_path / "s.sqlite") as store:
+        notes = ratio_notes(store, [("a", "b"), ("b", "b")])
+    assert notes == ["note: 'a' finished 2 examples and 'b' 1 (1 in common), so their ratio "
+                     "compares different examples; --common restricts every attack to the "
+                     "common ones"]
+    _two_attack_store(tmp_path / "results.sqlite").close()
+    out = CliRunner().invoke(main, ["report", str(tmp_path), "--no-figures", "--ratio", "a", "b"])
+    assert out.exit_code == 0 and "compares different examples" in out.output
+    out = CliRunner().invoke(main, ["report", str(tmp_path), "--no-figures", "--ratio", "a", "b",
+                                    "--common"])
+    assert out.exit_code == 0 and "compares different" not in out.output
+    assert "| a / b | average | 1 | 0.5 |" in out.output and "(--common)" in out.output
+
+
 def test_paper_l0_counts_entries_of_at_least_1e7():
     from strattack.evaluation.report import with_paper_l0
     delta = np.array([0, 5e-8, 1e-7, -2e-7, 0.3], np.float32).reshape(1, 1, 5)

@@ -275,9 +275,15 @@ def _ray_options(options: dict[str, Any]) -> Any:
               "tables, the figures and a gallery of examples.")
 @click.option("--gallery", type=click.IntRange(0), default=4, show_default=True,
               help="With --html: examples (adversarial under every attack) in the gallery.")
+@click.option("--common", is_flag=True,
+              help="Tables and ratios over only the examples (image, target) that every attack "
+              "finished, "
+              "so all attacks are compared on the same examples (a merged store of runs of "
+              "different sizes).")
 def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
                    data_root: Path | None, ratios: tuple[tuple[str, str], ...],
-                   out: Path | None, convention: str, html: bool, gallery: int) -> None:
+                   out: Path | None, convention: str, html: bool, gallery: int,
+                   common: bool) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes report.csv and report.json (+ PNG figures, + report.html with
@@ -286,7 +292,7 @@ def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
 
     with _library_errors():
         result = report(run_dir, rank_by, figures, examples, data_root, ratios, out, convention,
-                        html=html, gallery=gallery)
+                        html=html, gallery=gallery, common=common)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

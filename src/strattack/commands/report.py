@@ -10,8 +10,8 @@ from torch import nn
 
 from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
-from ..evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_rows,
-                                 report_rows, write_report)
+from ..evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_notes,
+                                 ratio_rows, report_rows, write_report)
 from ..evaluation.store import STORE_NAME, ResultStore
 from ..evaluation.stored import load_store_context
 from ..evaluation.summary import markdown_table
@@ -35,29 +35,34 @@ ReportResult = TableResult
 def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: int = 4,
            data_root: Path | None = None, ratios: Sequence[tuple[str, str]] = (),
            out: Path | None = None, convention: str = "ours", *, html: bool = False,
-           gallery: int = 4) -> ReportResult:
+           gallery: int = 4, common: bool = False) -> ReportResult:
     """Report of ``run_dir``'s store into ``out`` (default: ``run_dir``): report.csv and
     report.json, ratios.json for ``ratios`` (numerator, denominator labels), and with
     ``figures`` l0 histograms and group heatmaps (``examples`` per attack). The store is only
     read. ``convention="paper"``: the authors' case definitions
     (:func:`~strattack.evaluation.report.paper_case_rows`), written as report-paper.csv/json.
     ``html``: also report.html, one self-contained page of the tables, the figures and a
-    gallery of the first ``gallery`` examples adversarial under every attack."""
+    gallery of the first ``gallery`` examples adversarial under every attack. ``common``: every
+    attack restricted to the examples all of them finished (else ratios between attacks with
+    different examples get a note)."""
     if gallery < 0:
         raise ConfigError(f"--gallery must be 0 or more examples, got {gallery}")
     path = store_path(run_dir)
     out = writable_folder(out or run_dir, "report")
     with read_store(path) as store:
-        rows = report_rows(store, rank_by=rank_by, convention=convention)
+        rows = report_rows(store, rank_by=rank_by, convention=convention, common=common)
         if not rows:
-            raise DataError(f"{path} has no finished examples yet")
+            raise DataError(f"{path} has no finished examples yet"
+                            + (" that every attack finished (--common)" if common else ""))
         lines = [markdown_table(rows, REPORT_COLUMNS), *_cost_per_device(store, rows)]
         written = write_report(rows, out, "report" if convention == "ours" else "report-paper")
         if ratios:
             table, path = _write_ratios(rows, ratios, out)
             lines.append(table)
+            lines += [] if common else ratio_notes(store, ratios)
             written.append(path)
         legend = LEGEND.format(rank_by=rank_by) if convention == "ours" else PAPER_LEGEND
+        legend += "; only the examples every attack finished (--common)" if common else ""
         context, notes = _context(store, data_root) if figures or html else (None, [])
         lines += notes
         figure_paths = _figures(store, out, examples, context) if figures else []

@@ -43,7 +43,7 @@ import numpy as np
 from .store import ExampleRecord, ResultStore
 
 __all__ = ["CASES", "CONVENTIONS", "COST_COLUMNS", "NORMS", "case_rows", "paper_case_rows",
-           "with_paper_l0", "cost_rows", "default_labels",
+           "with_paper_l0", "common_examples", "cost_rows", "default_labels", "ratio_notes",
            "ratio_rows", "report_rows", "store_labels", "wilson_interval", "write_report"]
 
 CASES = ("best", "average", "worst")
@@ -193,23 +193,58 @@ def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: s
     return out
 
 
+Example = tuple[int, int]
+
+
+def example_sets(store: ResultStore) -> dict[str, frozenset[Example]]:
+    """attack key -> the (image, target) pairs it finished."""
+    return {key: frozenset((r.image, r.target) for r in store.records(key))
+            for key in store.attacks()}
+
+
+def common_examples(store: ResultStore) -> frozenset[Example]:
+    """The (image, target) pairs that every attack of the store finished."""
+    sets = list(example_sets(store).values())
+    return frozenset.intersection(*sets) if sets else frozenset()
+
+
+def ratio_notes(store: ResultStore, ratios: Sequence[tuple[str, str]],
+                labels: dict[str, str] | None = None) -> list[str]:
+    """A note for each ratio whose two attacks finished different examples (a merged store of
+    runs of different sizes): their means, hence the ratio, are over different examples."""
+    labels = labels or store_labels(store)
+    by_label = {labels[key]: examples for key, examples in example_sets(store).items()}
+    notes = []
+    for num, den in ratios:
+        a, b = by_label.get(num), by_label.get(den)
+        if a is not None and b is not None and a != b:
+            notes.append(f"note: {num!r} finished {len(a)} examples and {den!r} {len(b)} "
+                         f"({len(a & b)} in common), so their ratio compares different "
+                         "examples; --common restricts every attack to the common ones")
+    return notes
+
+
 def report_rows(store: ResultStore, rank_by: str = "l2",
-                labels: dict[str, str] | None = None, convention: str = "ours"
-                ) -> list[dict[str, object]]:
+                labels: dict[str, str] | None = None, convention: str = "ours",
+                common: bool = False) -> list[dict[str, object]]:
     """Rows for every attack in the store, case-major within each attack.
 
     ``labels`` maps attack keys to display names; by default the name plus the parameters that
     differ between stored attacks of the same name. ``convention``: ``"ours"`` (cases ranked by
     ``rank_by``, :func:`case_rows`) or ``"paper"`` (the authors' code: per-norm cases, one
-    random target per image, l0 at |delta| >= 1e-7; :func:`paper_case_rows`)."""
+    random target per image, l0 at |delta| >= 1e-7; :func:`paper_case_rows`). ``common``: only
+    the examples every attack finished (:func:`common_examples`), so that all attacks are
+    compared on the same examples."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     paper = convention == "paper"
     attacks = store.attacks()
     labels = labels or store_labels(store)
+    keep = common_examples(store) if common else None
     rows: list[dict[str, object]] = []
     for key in attacks:
-        records = list(store.records(key, with_perturbation=paper))
+        records = [r for r in store.records(key, with_perturbation=paper)
+                   if keep is None or (r.image, r.target) in keep]
         if records and paper:
             rows += paper_case_rows(labels[key], [with_paper_l0(r) for r in records])
         elif records:
