@@ -277,9 +277,8 @@ def _ray_options(options: dict[str, Any]) -> Any:
               help="With --html: examples (adversarial under every attack) in the gallery.")
 @click.option("--common", is_flag=True,
               help="Tables and ratios over only the examples (image, target) that every attack "
-              "finished, "
-              "so all attacks are compared on the same examples (a merged store of runs of "
-              "different sizes).")
+              "finished, so all attacks are compared on the same examples (a merged store of "
+              "runs of different sizes).")
 def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
                    data_root: Path | None, ratios: tuple[tuple[str, str], ...],
                    out: Path | None, convention: str, html: bool, gallery: int,
