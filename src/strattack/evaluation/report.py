@@ -198,8 +198,7 @@ Example = tuple[int, int]
 
 def example_sets(store: ResultStore) -> dict[str, frozenset[Example]]:
     """attack key -> the (image, target) pairs it finished."""
-    return {key: frozenset((r.image, r.target) for r in store.records(key))
-            for key in store.attacks()}
+    return {key: frozenset(store.done(key)) for key in store.attacks()}
 
 
 def common_examples(store: ResultStore) -> frozenset[Example]:
