@@ -107,23 +107,36 @@ def demo_command(dataset: str, num_images: int, target_offset: int, output: Path
               help="Network: cnn, the paper's (App. F); or, for transferability (Table 3), an "
               "MLP 512-512, LeNet-5, a ResNet-8 (16/32/64) or a VGG 32-32-P-64-64-P. Recorded "
               "in the file: --model DATASET --weights FILE rebuilds it.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Training batch size [default: the shipped recipe's].")
+@click.option("--max-lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Peak learning rate of the one-cycle schedule [default: the shipped recipe's].")
+@click.option("--limit-train", type=click.IntRange(1), default=None,
+              help="Train on the first N training images only (smoke tests).")
+@click.option("--adv-eps", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="PGD adversarial training (Madry et al. 2018) at this l_inf radius: each "
+              "batch replaced by its ifgsm examples from a random start (robust model).")
+@click.option("--adv-steps", type=click.IntRange(1), default=None,
+              help="PGD steps per batch with --adv-eps [default: 5].")
+@click.option("--adv-step-size", type=click.FloatRange(0, min_open=True), default=None,
+              help="PGD step at the full --adv-eps; it shrinks with the ramp [default: 0.1].")
+@click.option("--adv-ramp-epochs", type=click.FloatRange(0), default=None,
+              help="Epochs over which --adv-eps ramps up from 0 [default: 2].")
 @THREADS_OPTION
-def train_command(dataset: str, data_root: Path | None, out: Path, epochs: int | None,
-                  seed: int, download: bool, defense: str, temperature: float | None,
-                  adv_examples: Path | None, arch: str, threads: int | None) -> None:
+def train_command(dataset: str, out: Path, **options: Any) -> None:
     """Train the paper's MNIST / CIFAR-10 network (Appendix F) and save it as safetensors.
 
     The shipped weights were made with: strattack train --dataset mnist --data-root
     ../shared/data --out mnist.safetensors (and --dataset cifar10 on a CIFAR-10 root); the
     distilled MNIST student with --defense distillation --temperature 100 --epochs 4; the
-    MNIST zoo (mnist_mlp, ...) with --arch ARCH --epochs 3 (mnist_seed1: --seed 1).
+    MNIST zoo (mnist_mlp, ...) with --arch ARCH --epochs 3 (mnist_seed1: --seed 1); the
+    robust MNIST model with --adv-eps 0.3 --epochs 4 --adv-ramp-epochs 1.
     Evaluate weights you trained with: strattack eval --model mnist --weights FILE ...
     """
     from .commands.train import train
 
     with _library_errors():
-        train(dataset, out, data_root, epochs, seed, download, defense, temperature,
-              adv_examples, threads, arch)
+        train(dataset, out, **options)
 
 
 @contextmanager

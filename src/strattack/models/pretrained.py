@@ -252,7 +252,7 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
             options = "" if name == arch else f" (plus the training options of {name!r})"
             raise FileNotFoundError(
                 f"pretrained weights {path} not found; recreate them with "
-                f"`python -m strattack.models.training --dataset {arch} --data-root DATA_ROOT "
+                f"`strattack train --dataset {arch} --data-root DATA_ROOT "
                 f"--out {path}`{options}"
             )
         try:
@@ -260,7 +260,7 @@ def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.M
             metadata = weights_metadata(path)
         except (SafetensorError, OSError) as err:   # a damaged install or a bad recreation
             raise ValueError(f"pretrained weights {path} cannot be read ({err}); reinstall "
-                             "strattack or recreate them (see strattack.models.training)") from err
+                             "strattack or recreate them (strattack train)") from err
         model = load_state(build_model(arch, architecture_of(metadata, arch, path)), state, path,
                            name)
     model.eval()
