@@ -1,4 +1,4 @@
-"""Evaluation harness: store, tasks and shards, best/average/worst aggregation, resume."""
+"""Evaluation harness: store, examples and shards, best/average/worst aggregation, resume."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ from strattack.evaluation.report import (case_rows, cost_rows, ratio_rows, repor
                                         store_labels)
 from strattack.evaluation.runner import AttackSpec, run_evaluation
 from strattack.evaluation.store import ExampleRecord, ResultStore, attack_key, merge_stores
-from strattack.evaluation.tasks import in_shard, make_tasks, parse_shard
+from strattack.evaluation.examples import in_shard, make_examples, parse_shard
 from helpers import CountingModel
 
 TESTS = Path(__file__).resolve().parent
@@ -81,29 +81,29 @@ def test_merge_is_idempotent_and_complete(tmp_path):
         assert s.done(attack_key("fgm", {})) == {(0, 1), (1, 2), (2, 3)}
 
 
-# ------------------------------------------------------------------ tasks and shards
-def test_make_tasks_modes():
-    assert make_tasks([5], [3], "all", 10) == [(5, t) for t in range(10) if t != 3]
-    assert make_tasks([5, 6], [9, 0], "next", 10) == [(5, 0), (6, 1)]
-    assert make_tasks([5], [3], "untargeted", 10) == [(5, -1)]
-    assert make_tasks([5], [3], [3, 4], 10) == [(5, 4)]
-    rnd = make_tasks([5, 6], [3, 4], "random", 10, k=3, seed=1)
+# ------------------------------------------------------------------ examples and shards
+def test_make_examples_modes():
+    assert make_examples([5], [3], "all", 10) == [(5, t) for t in range(10) if t != 3]
+    assert make_examples([5, 6], [9, 0], "next", 10) == [(5, 0), (6, 1)]
+    assert make_examples([5], [3], "untargeted", 10) == [(5, -1)]
+    assert make_examples([5], [3], [3, 4], 10) == [(5, 4)]
+    rnd = make_examples([5, 6], [3, 4], "random", 10, k=3, seed=1)
     assert len(rnd) == 6 and all(t not in (3,) for i, t in rnd if i == 5)
     assert len({t for i, t in rnd if i == 5}) == 3
     # an image's random targets do not depend on the other images in the run
-    assert make_tasks([6], [4], "random", 10, k=3, seed=1) == [p for p in rnd if p[0] == 6]
-    assert make_tasks([6], [4], "random", 10, k=3, seed=2) != [p for p in rnd if p[0] == 6]
+    assert make_examples([6], [4], "random", 10, k=3, seed=1) == [p for p in rnd if p[0] == 6]
+    assert make_examples([6], [4], "random", 10, k=3, seed=2) != [p for p in rnd if p[0] == 6]
     with pytest.raises(ValueError, match="out of range"):
-        make_tasks([0], [0], [10], 10)
+        make_examples([0], [0], [10], 10)
 
 
 def test_shards_cover_every_example_exactly_once():
-    tasks = make_tasks(range(60), [i % 10 for i in range(60)], "all", 10)
+    examples = make_examples(range(60), [i % 10 for i in range(60)], "all", 10)
     for n in (1, 3, 7):
-        parts = [[t for t in tasks if in_shard(*t, (i, n))] for i in range(n)]
-        assert sorted(sum(parts, [])) == sorted(tasks)
+        parts = [[t for t in examples if in_shard(*t, (i, n))] for i in range(n)]
+        assert sorted(sum(parts, [])) == sorted(examples)
         if n > 1:
-            assert all(0 < len(p) < len(tasks) for p in parts)
+            assert all(0 < len(p) < len(examples) for p in parts)
     assert parse_shard("2/5") == (2, 5)
     for bad in ("5/5", "a/b", "1"):
         with pytest.raises(ValueError):
@@ -213,13 +213,15 @@ def _linear_task():
 def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tmp_path):
     model, x, y = _linear_task()
     counting = CountingModel(model)
-    tasks = make_tasks(range(6), y.tolist(), "all", 3)
+    examples = make_examples(range(6), y.tolist(), "all", 3)
     spec = AttackSpec("ifgsm", {"norm": "l2", "max_epsilon": 4.0})
     with ResultStore(tmp_path / "full.sqlite") as store:
-        first = run_evaluation(counting, x, y, tasks, [spec], store, batch_size=4, progress=False)
+        first = run_evaluation(counting, x, y, examples, [spec], store, batch_size=4,
+                               progress=False)
         assert first.attacked == {"ifgsm": 12} and store.count() == 12
         calls = counting.calls
-        again = run_evaluation(counting, x, y, tasks, [spec], store, batch_size=4, progress=False)
+        again = run_evaluation(counting, x, y, examples, [spec], store, batch_size=4,
+                               progress=False)
         assert again.attacked == {"ifgsm": 0} and again.skipped == {"ifgsm": 12}
         assert counting.calls == calls                 # nothing redone
         full = {(r.image, r.target): r for r in store.records(attack_key("ifgsm", spec.params))}
@@ -230,12 +232,12 @@ def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tm
     for i in range(3):
         shards.append(tmp_path / f"s{i}.sqlite")
         with ResultStore(shards[-1]) as store:
-            run_evaluation(model, x, y, tasks, [spec], store, batch_size=4, shard=(i, 3),
+            run_evaluation(model, x, y, examples, [spec], store, batch_size=4, shard=(i, 3),
                            progress=False)
     merge_stores(tmp_path / "merged.sqlite", shards)
     with ResultStore(tmp_path / "merged.sqlite") as store:
         merged = {(r.image, r.target): r for r in store.records(attack_key("ifgsm", spec.params))}
-    assert merged.keys() == full.keys() == set(tasks)
+    assert merged.keys() == full.keys() == set(examples)
     for k in full:   # the same examples, attacked in other batches, give the same results
         assert merged[k].success == full[k].success
         assert merged[k].l2 == pytest.approx(full[k].l2, rel=1e-4, abs=1e-6)
@@ -243,10 +245,10 @@ def test_runner_resumes_without_redoing_work_and_shards_merge_to_the_full_run(tm
 
 def test_runner_skips_examples_another_process_finished_meanwhile(tmp_path):
     model, x, y = _linear_task()
-    tasks = make_tasks(range(6), y.tolist(), "all", 3)           # 12 examples
+    examples = make_examples(range(6), y.tolist(), "all", 3)           # 12 examples
     spec = AttackSpec("fgm", {"norm": "l2"})
     key = attack_key("fgm", spec.params)
-    late = tasks[-3:]                                             # "the other process" does these
+    late = examples[-3:]                                             # "the other process" does these
 
     class OtherWriterOnFirstCall(torch.nn.Module):
         def __init__(self):
@@ -262,13 +264,13 @@ def test_runner_skips_examples_another_process_finished_meanwhile(tmp_path):
             return model(inputs)
 
     with ResultStore(tmp_path / "s.sqlite") as store:
-        summary = run_evaluation(OtherWriterOnFirstCall(), x, y, tasks, [spec], store,
+        summary = run_evaluation(OtherWriterOnFirstCall(), x, y, examples, [spec], store,
                                  batch_size=4, progress=False)
         assert summary.attacked == {"fgm": 9} and summary.skipped == {"fgm": 3}
         recs = {(r.image, r.target): r for r in store.records(key)}
-    assert set(recs) == set(tasks)
+    assert set(recs) == set(examples)
     assert all(recs[k].l2 == 123.0 for k in late)                # not attacked a second time
-    assert all(recs[k].l2 != 123.0 for k in tasks[:-3])
+    assert all(recs[k].l2 != 123.0 for k in examples[:-3])
 
 
 def test_runner_rejects_unknown_attack_and_reserved_params():

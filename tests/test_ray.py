@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from strattack.cli import main
 from strattack.evaluation.config import EvalConfig
-from strattack.evaluation.distributed import FAULT_ENV, RayOptions, evaluate_on_ray
+from strattack.evaluation.distributed import RayOptions, driver, evaluate_on_ray
+from strattack.evaluation.distributed.worker import Report
 from strattack.evaluation.evaluate import evaluate
 from strattack.evaluation.store import merge_stores
 
@@ -29,18 +30,30 @@ RUN = ["eval", "--bundled", "-n", "4", "--targets", "all", "-a", "fgm", "--set",
 
 
 @pytest.fixture(scope="module")
-def ray_runtime(tmp_path_factory):
-    """One local Ray runtime for the module; yields the fault hook's marker file (absent: no
-    fault). The workers inherit this process's environment, the hook's variable included."""
+def ray_runtime():
+    """One local Ray runtime for the module."""
     ray = pytest.importorskip("ray")
-    marker = tmp_path_factory.mktemp("fault") / "crash-once"
-    os.environ[FAULT_ENV] = str(marker)
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-        yield marker
+        yield
     finally:
         ray.shutdown()
-        del os.environ[FAULT_ENV]
+
+
+def _crash_once(marker: Path, report: Report) -> Report:
+    """``report``, and then, after a shard's first batch, the end of its worker, like a worker
+    killed mid-task, if ``marker`` is still there to delete (deleting is atomic, so one task
+    dies, once). A nested function: Ray sends it to the workers by value."""
+    def report_then_crash(examples: int) -> None:
+        report(examples)
+        if not examples:
+            return
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            return
+        os._exit(1)
+    return report_then_crash
 
 
 def _config(out: Path, n: int = 4) -> EvalConfig:
@@ -78,12 +91,17 @@ def test_ray_writes_the_store_of_a_local_run(ray_runtime, tmp_path):
     assert _table(a, "examples", RUN_COLUMNS) == _table(b, "examples", RUN_COLUMNS)
 
 
-def test_a_worker_killed_mid_task_is_retried_and_recorded_once(ray_runtime, tmp_path):
-    ray_runtime.touch()                       # the first shard task to write a batch dies
+def test_a_worker_killed_mid_task_is_retried_and_recorded_once(ray_runtime, tmp_path,
+                                                               monkeypatch):
+    marker = tmp_path / "crash-once"
+    marker.touch()                            # the first shard task to write a batch dies
+    reporter = driver.progress_reporter
+    monkeypatch.setattr(driver, "progress_reporter",
+                        lambda progress, shard: _crash_once(marker, reporter(progress, shard)))
     res = CliRunner().invoke(main, [*RUN, "-n", "3", "--batch-size", "4", "--ray", "local",
                                     "--ray-tasks", "3", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert not ray_runtime.exists()           # the fault fired
+    assert not marker.exists()                # the fault fired
     assert "27/27" in res.output              # the progress bar counts examples
     assert re.search(r"^done: fgm: 27 attacked \(\d+ adversarial\), 0 already done in "
                      r"[\d.]+ s$", res.output, re.M), res.output    # a local run's line
@@ -121,7 +139,6 @@ def test_a_task_no_node_can_hold_is_refused_before_any_work(ray_runtime, tmp_pat
     (["--ray", "nowhere"], "expected local, auto, HOST:PORT"),
     (["--ray", "http://head:10001"], "expected local, auto, HOST:PORT"),
     (["--ray", "ray://head"], "expected local, auto, HOST:PORT"),
-    (["--ray", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
     (["--ray-tasks", "4"], "--ray-tasks needs --ray ADDRESS"),
     (["--ray", "local", "--shard", "0/2"], "--shard with --ray"),
     (["--ray", "local", "--threads", "2"], "--cpus-per-task"),
@@ -131,6 +148,13 @@ def test_a_task_no_node_can_hold_is_refused_before_any_work(ray_runtime, tmp_pat
 def test_bad_ray_options_are_clear_errors_before_any_work(tmp_path, options, message):
     res = CliRunner().invoke(main, [*RUN, *options, "-o", str(tmp_path / "out")])
     assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_nothing_answers_is_a_clear_error_before_any_work(tmp_path):
+    pytest.importorskip("ray")              # the address is probed once ray is imported
+    res = CliRunner().invoke(main, [*RUN, "--ray", "127.0.0.1:1", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "nothing answers at 127.0.0.1:1" in res.output, res.output
     assert not (tmp_path / "out").exists()
 
 

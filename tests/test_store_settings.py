@@ -75,16 +75,16 @@ def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_one
     from strattack import fgm
     from strattack.evaluation import runner
     from strattack.evaluation.settings import resolved_settings
-    from strattack.evaluation.tasks import make_tasks
+    from strattack.evaluation.examples import make_examples
 
     torch.manual_seed(0)
     model = CountingModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
     x = torch.rand(4, 1, 4, 4)
     y = model(x).argmax(1)
-    tasks = make_tasks(range(4), y.tolist(), "next", 3)
+    examples = make_examples(range(4), y.tolist(), "next", 3)
     spec = runner.AttackSpec("fgm", {"norm": "l2"})
     with ResultStore(tmp_path / "r.sqlite") as store:
-        runner.run_evaluation(model, x, y, tasks, [spec], store, batch_size=2, progress=False)
+        runner.run_evaluation(model, x, y, examples, [spec], store, batch_size=2, progress=False)
         (settings,) = store.settings().values()
     assert settings == resolved_settings(fgm, {"norm": "l2"}, frozenset({"targeted",
                                                                          "true_labels"}))
@@ -94,7 +94,7 @@ def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_one
     monkeypatch.setattr(runner, "resolved_settings", lambda *a: changed)
     calls = model.calls
     with ResultStore(tmp_path / "r.sqlite") as store, pytest.raises(StoreError, match="loss"):
-        runner.run_evaluation(model, x, y, tasks, [spec], store, batch_size=2, progress=False)
+        runner.run_evaluation(model, x, y, examples, [spec], store, batch_size=2, progress=False)
     assert model.calls == calls                        # refused before any model call
 
 

@@ -17,7 +17,7 @@ from ..data.registry import DATASETS, SPLITS
 from ..errors import ConfigError
 from .runner import AttackSpec
 from .store import STORE_NAME
-from .tasks import parse_shard
+from .examples import parse_shard
 
 try:                    # the standard library from Python 3.11; requires-python is >= 3.10
     import tomllib
@@ -25,7 +25,7 @@ except ModuleNotFoundError:
     import tomli as tomllib
 
 __all__ = ["EvalConfig", "TARGET_MODES", "STORE_NAME", "check_device", "load_toml",
-           "shard_store_name"]
+           "parse_device", "shard_store_name"]
 
 TARGET_MODES = ("all", "random", "next", "untargeted")
 
@@ -47,7 +47,7 @@ def shard_store_name(shard: tuple[int, int]) -> str:
 def check_device(text: str) -> str:
     """``text`` if torch can run there, else a ConfigError (not a traceback from torch's lazy
     CUDA initialisation when the first tensor is moved)."""
-    device = _parse_device(text)
+    device = parse_device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"{text!r}: this torch has no usable CUDA device (torch "
@@ -57,7 +57,8 @@ def check_device(text: str) -> str:
     return text
 
 
-def _parse_device(text: str) -> torch.device:
+def parse_device(text: str) -> torch.device:
+    """The torch device ``text`` names, not checked against this machine."""
     try:
         return torch.device(text)
     except (RuntimeError, ValueError) as err:
@@ -169,7 +170,7 @@ def _device_name(value: Any, where: str) -> str:
     where it runs: a laptop without CUDA may send work to GPU nodes)."""
     text = _text(value, where)
     try:
-        _parse_device(text)
+        parse_device(text)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
     return text

@@ -14,13 +14,14 @@ from ..data import default_data_root
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..errors import ConfigError
 from ..models.loading import load_model
-from .config import STORE_NAME, EvalConfig, shown
+from .config import STORE_NAME, EvalConfig, parse_device, shown
 from .runner import RunSummary, device_description, run_evaluation
 from .selection import drop_misclassified, first_correct
 from .store import ResultStore
-from .tasks import make_tasks, true_class_targets
+from .examples import Example, make_examples, true_class_targets
 
-__all__ = ["Prepared", "evaluate", "images_by_id", "prepare", "run_header", "store_meta"]
+__all__ = ["Prepared", "evaluate", "images_by_id", "prepare", "run_header", "set_up",
+           "store_meta"]
 
 Say = Callable[[str], None]
 
@@ -28,11 +29,12 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class Prepared:
     """What a run attacks, before any attack: the model, the chosen images and every example of
-    the run (all shards: a shard picks its own from them)."""
+    the run (all shards: a shard picks its own from them), and the device it computes on."""
 
     model: Callable[[Tensor], Tensor]
     data: EvaluationData
-    tasks: list[tuple[int, int]]
+    examples: list[Example]
+    device: torch.device
 
 
 def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSummary:
@@ -40,13 +42,13 @@ def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSumm
     examples are skipped). ``log`` gets the header and progress lines, ``warn`` what was left
     out and why."""
     run = prepare(config, warn)
-    data, tasks = run.data, run.tasks
-    log(run_header(config, data.name, len(data.ids), len(tasks),
+    data = run.data
+    log(run_header(config, data.name, len(data.ids), len(run.examples),
                    f"shard {config.shard[0]}/{config.shard[1]}; device "
-                   f"{device_description(torch.device(config.device))}"))
+                   f"{device_description(run.device)}"))
     meta = store_meta(config, data.group_size)
     with ResultStore(config.store_path, meta) as store, ExitStack() as stack:
-        return run_evaluation(run.model, data.images.to(config.device), data.labels, tasks,
+        return run_evaluation(run.model, data.images.to(run.device), data.labels, run.examples,
                               config.attacks, store, batch_size=config.batch_size,
                               shard=config.shard, group_size=data.group_size,
                               progress=config.progress, ids=data.ids.tolist(),
@@ -56,16 +58,23 @@ def evaluate(config: EvalConfig, log: Say = print, warn: Say = print) -> RunSumm
 
 def prepare(config: EvalConfig, warn: Say = print) -> Prepared:
     """Load the model, choose the images it classifies correctly and the examples to attack
-    (``warn`` says what was left out); seeds torch and sets its threads as configured."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    (``warn`` says what was left out) after :func:`set_up`."""
+    device = set_up(config)
     if not config.named_dataset and not Path(config.dataset).is_dir():
         raise ConfigError(f"dataset {config.dataset!r} is neither one of mnist, cifar10 nor an "
                           "existing image folder")
-    model = load_model(config.model_spec, config.weights, device=config.device)
-    data = _images(config, model, warn)
-    return Prepared(model, data, _tasks(config, data, warn))
+    model = load_model(config.model_spec, config.weights, device=device)
+    data = _images(config, model, device, warn)
+    return Prepared(model, data, _examples(config, data, warn), device)
+
+
+def set_up(config: EvalConfig) -> torch.device:
+    """Seed torch and set its CPU threads as configured (an example's draws and seconds depend
+    on both); the device the run computes on."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    return parse_device(config.device)
 
 
 def run_header(config: EvalConfig, dataset: str, images: int, examples: int,
@@ -95,20 +104,21 @@ def _input_size(model: Callable) -> int:
     return int(getattr(model, "input_size", (224, 224))[0])
 
 
-def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
+def _images(config: EvalConfig, model: Callable, device: torch.device,
+            warn: Say) -> EvaluationData:
     """The chosen images the model classifies correctly: the first ``num_images`` of them, or
     those of ``indices`` (the misclassified ones left out with a warning: an attack on them
     "succeeds" for free, l0 = 0, and would skew every mean)."""
     if config.indices is None:
         # Only the chosen images are kept (an image folder is decoded only as far as needed).
         return first_correct(model, config.dataset, config.num_images, config.data_root,
-                             config.bundled, config.download, device=config.device,
+                             config.bundled, config.download, device=device,
                              split=config.split, image_size=_input_size(model))
     try:
         data = images_by_id(config, model, config.indices)
     except ConfigError as err:
         raise ConfigError(f"--indices: {err}") from err
-    data, misclassified = drop_misclassified(model, data, config.device)
+    data, misclassified = drop_misclassified(model, data, device)
     if misclassified:
         warn(f"skipping {len(misclassified)} of {len(config.indices)} images that the model "
              f"already misclassifies (--indices {shown(misclassified)})")
@@ -118,21 +128,21 @@ def _images(config: EvalConfig, model: Callable, warn: Say) -> EvaluationData:
     return data
 
 
-def _tasks(config: EvalConfig, data: EvaluationData, warn: Say) -> list[tuple[int, int]]:
+def _examples(config: EvalConfig, data: EvaluationData, warn: Say) -> list[Example]:
     ids, labels = data.ids.tolist(), data.labels.tolist()
     try:
-        tasks = make_tasks(ids, labels, config.targets, data.num_classes, config.num_targets,
-                           config.seed)
+        examples = make_examples(ids, labels, config.targets, data.num_classes,
+                                 config.num_targets, config.seed)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     same = true_class_targets(ids, labels, config.targets)
     if same:
         warn(f"left out {len(same)} (image, target) pairs whose target is the image's true "
              f"class: {shown(same)}")
-    if not tasks:
+    if not examples:
         raise ConfigError("no (image, target) example left to attack; choose other --targets "
                           "or images")
-    return tasks
+    return examples
 
 
 def store_meta(config: EvalConfig, group_size: int) -> dict[str, str]:

@@ -27,9 +27,10 @@ from ..result import AttackResult
 from ..validation import check_parameters
 from ..solver.groups import GroupSpec
 from .metrics import perturbation_metrics
+from .planning import AttackWork, finished_examples, work_left
 from .settings import resolved_settings
 from .store import ExampleRecord, ResultStore
-from .tasks import UNTARGETED, example_seed, in_shard
+from .examples import UNTARGETED, Example, example_seed, in_shard
 
 __all__ = ["ATTACKS", "AttackSpec", "CostTally", "RunSummary", "estimate_line", "run_evaluation"]
 
@@ -109,6 +110,13 @@ class RunSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     successes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @classmethod
+    def before(cls, work: Sequence[AttackWork]) -> "RunSummary":
+        """The summary before any attack: what the stores have finished counts as skipped."""
+        labels = [w.spec.display for w in work]
+        return cls(attacked=dict.fromkeys(labels, 0), successes=dict.fromkeys(labels, 0),
+                   skipped={w.spec.display: w.finished for w in work})
 
     def line(self) -> str:
         parts = [f"{k}: {self.attacked[k]} attacked ({self.successes[k]} adversarial), "
@@ -221,7 +229,7 @@ def run_evaluation(
     model: Callable[[Tensor], Tensor],
     inputs: Tensor,
     labels: Tensor,
-    tasks: Sequence[tuple[int, int]],
+    examples: Sequence[Example],
     specs: Sequence[AttackSpec],
     store: ResultStore,
     *,
@@ -235,15 +243,16 @@ def run_evaluation(
     log: Callable[[str], None] | None = None,
     seed: int = 0,
 ) -> RunSummary:
-    """Attack every example of ``tasks`` in this shard with every spec, skipping finished ones.
+    """Attack every example of ``examples`` in this shard with every spec, skipping finished
+    ones.
 
     Args:
-        inputs, labels: the dataset (or the part of it the tasks refer to), on the device the
+        inputs, labels: the dataset (or the part of it the examples refer to), on the device the
             attack should run on.
         ids: the image identifier of each row of ``inputs`` (e.g. its test-set index), used in
-            tasks and in the store; default ``0..N-1``.
-        tasks: (image index, target class or ``UNTARGETED``) pairs, e.g. from
-            :func:`~strattack.evaluation.tasks.make_tasks`.
+            examples and in the store; default ``0..N-1``.
+        examples: (image index, target class or ``UNTARGETED``) pairs, e.g. from
+            :func:`~strattack.evaluation.examples.make_examples`.
         store: where finished examples go (written per batch, atomically).
         group_size, stride: the groups used to count nonzero groups (``None``: not counted).
         finished_elsewhere: other stores of the same evaluation (read only); examples finished
@@ -255,26 +264,21 @@ def run_evaluation(
             when earlier examples in the store tell.
         seed: the run's seed. An attack with random draws (a ``seeds`` keyword, e.g. ifgsm's
             random start) gets one seed per example from (seed, image, target)
-            (:func:`~strattack.evaluation.tasks.example_seed`), so an example's result does not
-            depend on the batch size, the shard or the Ray task it runs in.
+            (:func:`~strattack.evaluation.examples.example_seed`), so an example's result does
+            not depend on the batch size, the shard or the Ray task it runs in.
     """
-    summary = RunSummary()
     groups = (GroupSpec(*inputs.shape[-3:], group_size, stride or group_size)
               if group_size else None)
-    mine = [t for t in tasks if in_shard(*t, shard)]
+    mine = [t for t in examples if in_shard(*t, shard)]
     # Checked before anything is written to the store.
     row_of = {int(i): r for r, i in enumerate(ids if ids is not None else range(len(inputs)))}
     missing = sorted({i for i, _ in mine if i not in row_of})
     if missing:
-        raise ValueError(f"tasks refer to images {missing[:10]} that are not in the inputs")
-    keys = [store.add_attack(s.name, dict(s.params), s.label, s.settings) for s in specs]
-    todo = {}
-    for spec, key in zip(specs, keys):
-        done = store.done(key).union(*(other.done(key) for other in finished_elsewhere))
-        todo[key] = [t for t in mine if t not in done]
-        summary.skipped[spec.display] = len(mine) - len(todo[key])
-        summary.attacked[spec.display] = 0
-        summary.successes[spec.display] = 0
+        raise ValueError(f"examples refer to images {missing[:10]} that are not in the inputs")
+    work = work_left(store, specs, mine, finished_elsewhere)
+    summary = RunSummary.before(work)
+    keys = [w.key for w in work]
+    todo = {w.key: w.left for w in work}
     device = inputs.device
     device_name = device_description(device)
     labels = labels.to(device)
@@ -293,7 +297,7 @@ def run_evaluation(
             while pos < len(pending):
                 # Another process writing the same store (e.g. a helper run for one attack)
                 # may have finished some of these meanwhile: never attack them twice.
-                finished = store.done(key).union(*(o.done(key) for o in finished_elsewhere))
+                finished = finished_examples(key, stores)
                 batch, pos, skipped = _next_batch(pending, pos, finished, batch_size)
                 summary.skipped[spec.display] += skipped
                 left[key] -= skipped

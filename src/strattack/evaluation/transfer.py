@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError
 from .report import interval_text, store_labels
 from .store import ResultStore
 from .stored import load_store_context
-from .tasks import UNTARGETED
+from .examples import UNTARGETED
 from .transfer_store import TRANSFER_STORE_NAME, TransferRecord, TransferStore
 
 __all__ = ["COLUMNS", "Receiver", "SourceExamples", "TransferSummary", "successful_examples",

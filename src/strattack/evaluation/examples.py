@@ -7,15 +7,18 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["UNTARGETED", "example_seed", "make_tasks", "in_shard", "parse_shard", "shard_of",
-           "true_class_targets"]
+__all__ = ["Example", "UNTARGETED", "example_seed", "make_examples", "in_shard", "parse_shard",
+           "shard_of", "true_class_targets"]
 
 #: Target value stored for untargeted examples.
 UNTARGETED = -1
 
+#: One example of an evaluation: (image id, target class or :data:`UNTARGETED`).
+Example = tuple[int, int]
 
-def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequence[int],
-               num_classes: int, k: int = 1, seed: int = 0) -> list[tuple[int, int]]:
+
+def make_examples(images: Sequence[int], labels: Sequence[int], targets: str | Sequence[int],
+                  num_classes: int, k: int = 1, seed: int = 0) -> list[Example]:
     """(image, target) pairs, image-major.
 
     targets: ``"all"`` (every class but the true one), ``"random"`` (``k`` distinct random
@@ -23,7 +26,7 @@ def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequ
     so the choice does not depend on which other images are evaluated), ``"next"`` ((label+1)
     mod classes), ``"untargeted"``, or an explicit list of classes (the true class is skipped).
     """
-    tasks: list[tuple[int, int]] = []
+    examples: list[Example] = []
     for image, label in zip(images, labels):
         image, label = int(image), int(label)
         if targets == "all":
@@ -46,14 +49,14 @@ def make_tasks(images: Sequence[int], labels: Sequence[int], targets: str | Sequ
             if bad:
                 raise ValueError(f"target classes {bad} out of range [0, {num_classes})")
             chosen = [int(c) for c in targets if int(c) != label]
-        tasks += [(image, t) for t in chosen]
-    return tasks
+        examples += [(image, t) for t in chosen]
+    return examples
 
 
 def true_class_targets(images: Sequence[int], labels: Sequence[int],
                        targets: str | Sequence[int]) -> list[tuple[int, int]]:
-    """The (image, target) pairs of an explicit target list that :func:`make_tasks` leaves out
-    because the target is the image's true class (nothing to attack): a caller should say so
+    """The (image, target) pairs of an explicit target list that :func:`make_examples` leaves
+    out because the target is the image's true class (nothing to attack): a caller should say so
     rather than report fewer examples without a word."""
     if isinstance(targets, str):
         return []
