@@ -1,11 +1,9 @@
 """Command line: ``strattack demo | train | eval | report | merge | explain | transfer |
 export``. Thin: parsing and printing; each command calls one library function
-(:mod:`strattack.commands`, or
-:func:`strattack.evaluation.evaluate.evaluate` for eval, ``evaluate_on_ray`` of
-:mod:`strattack.evaluation.distributed` for eval --ray) and maps its typed errors."""
+(:mod:`strattack.commands`) and maps its typed errors. The shared options and ``eval``'s are
+declared in :mod:`strattack.cli_options`."""
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,31 +11,10 @@ from typing import Any
 
 import click
 
-from .data.registry import NAMED_DATASETS
+from .cli_options import (DATASET_CHOICE, STORE_DATA_ROOT_OPTION, THREADS_OPTION,
+                          device_callback, eval_options)
+from .commands.common import store_errors
 from .evaluation.store import STORE_NAME
-
-DATASET_CHOICE = click.Choice(list(NAMED_DATASETS))
-
-
-# One process per core is the efficient way to share a CPU: oversubscribed torch threads spin.
-THREADS_OPTION = click.option("--threads", type=click.IntRange(1), default=None,
-                              help="torch CPU threads (give parallel jobs 1 each).")
-
-
-# Commands that read a store find the images where `eval` recorded them, unless moved.
-STORE_DATA_ROOT_OPTION = click.option(
-    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Dataset folder [default: the one eval recorded in the store].")
-
-
-def _device_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    from .evaluation.config import check_device
-    from .errors import ConfigError
-
-    try:
-        return None if value is None else check_device(value)
-    except ConfigError as err:
-        raise click.BadParameter(str(err)) from err
 
 
 @contextmanager
@@ -69,7 +46,7 @@ def main() -> None:
               help="Target class = (true label + offset) mod 10.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("strattack-demo.png"), show_default=True, help="PNG figure to write.")
-@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+@click.option("--device", default="cpu", show_default=True, callback=device_callback,
               help="torch device, e.g. cpu or cuda.")
 def demo_command(dataset: str, num_images: int, target_offset: int, output: Path,
                  device: str) -> None:
@@ -139,20 +116,6 @@ def train_command(dataset: str, out: Path, **options: Any) -> None:
         train(dataset, out, **options)
 
 
-@contextmanager
-def _store_errors(path: Path) -> Iterator[None]:
-    """A store that SQLite cannot read (not SQLite, truncated, corrupt) as a clear error naming
-    the file, not a sqlite3 traceback."""
-    from .evaluation.store import StoreError, store_error
-
-    try:
-        yield
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
-    except sqlite3.DatabaseError as err:
-        raise click.ClickException(str(store_error(path, err))) from err
-
-
 def _warn(text: str) -> None:
     click.echo(f"warning: {text}", err=True)
 
@@ -163,61 +126,7 @@ def _echo_lines(lines: list[str]) -> None:
 
 
 @main.command("eval")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              default=None, help="TOML file with any of the options below and [[attack]] tables; "
-              "command-line options override it.")
-@click.option("--dataset", default=None,
-              help="mnist, cifar10 (exact test images 0..845) or an image folder with labels.csv "
-              "[default with --bundled: mnist].")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data).")
-@click.option("--split", type=click.Choice(["test", "train"]), default=None,
-              help="Dataset split to attack [default: test]; train makes adversarial "
-              "training data (train --defense adversarial --adv-examples OUT).")
-@click.option("--bundled", is_flag=True, default=None,
-              help="Use the 100 test images shipped with the package (no dataset files needed; "
-              "--dataset defaults to mnist).")
-@click.option("--download", is_flag=True, default=None,
-              help="Fetch missing MNIST / CIFAR-10 files into --data-root first (needs internet).")
-@click.option("--model", "model_spec", default=None,
-              help="Bundled model name (default: the dataset's) or package.module:callable.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights for a module:callable model (.safetensors or a state dict).")
-@click.option("-a", "--attack", "attacks", multiple=True,
-              help="Attack to run (repeatable): str_attack, cw_l2, ead, fgm, ifgsm, ...")
-@click.option("--set", "settings", multiple=True, metavar="ATTACK.PARAM=VALUE",
-              help="Attack parameter (repeatable), e.g. --set cw_l2.max_iterations=100.")
-@click.option("--only", "only", multiple=True, metavar="LABEL",
-              help="Run only these of the configured attacks (label or name; repeatable), "
-              "e.g. to extend a run with more images for some attacks.")
-@click.option("-n", "--num-images", type=click.IntRange(1), default=None,
-              help="First N correctly classified images.")
-@click.option("--indices", default=None, help="Comma-separated image indices instead of -n.")
-@click.option("--targets", default=None,
-              help="all | random | next | untargeted | comma-separated classes [default: all].")
-@click.option("-k", "--num-targets", type=click.IntRange(1), default=None,
-              help="Targets per image for --targets random [default: 1].")
-@click.option("--seed", type=int, default=None,
-              help="Seed of random targets and of each example's random draws (e.g. ifgsm's "
-              "random start) [default: 0].")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]")
-@click.option("--device", default=None, help="torch device [default: cpu].")
-@THREADS_OPTION
-@click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Output folder; the store is OUT/{STORE_NAME} (per shard: "
-              "OUT/results-shard-I-of-N.sqlite).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar [default: on].")
-@click.option("--ray", default=None, metavar="ADDRESS",
-              help="Run on Ray (pip install 'strattack[ray]'): local (start Ray here), auto (this "
-              "machine's cluster), HOST:PORT or ray://HOST:PORT. This process alone writes OUT.")
-@click.option("--ray-tasks", type=click.IntRange(1), default=None,
-              help="Shards with --ray [default: 4x the tasks the cluster runs at once].")
-@click.option("--gpus-per-task", type=click.FloatRange(0), default=None,
-              help="GPUs per --ray task (with --device cuda); 0.25: four tasks per GPU.")
-@click.option("--cpus-per-task", type=click.IntRange(1), default=None,
-              help="CPUs per --ray task, also its torch threads [default: 1].")
+@eval_options
 def eval_command(config_path: Path | None, **options: Any) -> None:
     """Attack many images x targets; write each finished example to a resumable SQLite store.
 
@@ -227,39 +136,16 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
         strattack eval --dataset mnist --data-root ../shared/data -n 100 --targets all \\
             -a str_attack -a cw_l2 -o runs/mnist
     """
-    from .evaluation.config import EvalConfig
-    from .evaluation.distributed import evaluate_on_ray
-    from .evaluation.evaluate import evaluate
+    from .commands.eval import run_eval
 
     options["model"] = options.pop("model_spec")
     with _library_errors():
-        ray = _ray_options(options)
-        config = EvalConfig.from_sources(config_path, options, device_here=ray is None)
-        with _store_errors(config.store_path):
-            try:
-                summary = (evaluate(config, log=click.echo, warn=_warn) if ray is None else
-                           evaluate_on_ray(config, ray, log=click.echo, warn=_warn))
-            except KeyboardInterrupt:
-                raise click.ClickException("interrupted: finished work is saved; re-run the "
-                                           "same command to resume") from None
+        try:
+            summary = run_eval(config_path, options, log=click.echo, warn=_warn)
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted: finished work is saved; re-run the "
+                                       "same command to resume") from None
     click.echo(f"done: {summary.line()}")
-
-
-def _ray_options(options: dict[str, Any]) -> Any:
-    """RayOptions of --ray and its companions (taken out of ``options``); None without --ray."""
-    from .errors import ConfigError
-    from .evaluation.distributed import RayOptions
-
-    address = options.pop("ray")
-    given = {name: options.pop(name) for name in ("ray_tasks", "gpus_per_task", "cpus_per_task")}
-    if address is None:
-        stray = [name for name, value in given.items() if value is not None]
-        if stray:
-            raise ConfigError(f"--{stray[0].replace('_', '-')} needs --ray ADDRESS")
-        return None
-    return RayOptions(address, tasks=given["ray_tasks"],
-                      gpus_per_task=given["gpus_per_task"] or 0.0,
-                      cpus_per_task=given["cpus_per_task"] or 1)
 
 
 @main.command("report")
@@ -317,7 +203,7 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
     """Combine shard stores (from `eval --shard`) into RUN_DIR/results.sqlite. Idempotent."""
     from .evaluation.store import merge_stores
 
-    with _library_errors(), _store_errors(run_dir / STORE_NAME):
+    with _library_errors(), store_errors(run_dir / STORE_NAME):
         added = merge_stores(run_dir / STORE_NAME, shards)
     if len(added) < len(shards):
         _warn("a store listed more than once was merged once")
@@ -352,7 +238,7 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
               help="Use Grad-CAM at this module of the model (a model.named_modules() name, as "
               "the output's note prints it, e.g. model.features.12) [default: exact CAM for a "
               "GAP + linear head, else Grad-CAM after the last convolution].")
-@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+@click.option("--device", default="cpu", show_default=True, callback=device_callback,
               help="torch device, e.g. cpu or cuda.")
 @THREADS_OPTION
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -380,7 +266,7 @@ def explain_command(run_dir: Path | None, **options: Any) -> None:
               "write SPEC=FILE (repeatable).")
 @STORE_DATA_ROOT_OPTION
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+@click.option("--device", default="cpu", show_default=True, callback=device_callback,
               help="torch device, e.g. cpu or cuda.")
 @THREADS_OPTION
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -393,7 +279,7 @@ def transfer_command(run_dir: Path, **options: Any) -> None:
     results go to OUT/transfer.sqlite per batch and a rerun skips what is done."""
     from .commands.transfer import transfer
 
-    with _library_errors(), _store_errors(run_dir / STORE_NAME):
+    with _library_errors(), store_errors(run_dir / STORE_NAME):
         result = transfer(run_dir, log=click.echo, **options)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
@@ -414,7 +300,7 @@ def transfer_command(run_dir: Path, **options: Any) -> None:
               help="png: run the store's model on the 8-bit images and count how many stay "
               "adversarial [default: when the model loads].")
 @STORE_DATA_ROOT_OPTION
-@click.option("--device", default="cpu", show_default=True, callback=_device_callback,
+@click.option("--device", default="cpu", show_default=True, callback=device_callback,
               help="torch device of the re-check.")
 @THREADS_OPTION
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -426,7 +312,7 @@ def export_command(run_dir: Path, **options: Any) -> None:
     adversarial. The store is only read."""
     from .commands.export import ExportOptions, export
 
-    with _library_errors(), _store_errors(run_dir / STORE_NAME):
+    with _library_errors(), store_errors(run_dir / STORE_NAME):
         result = export(ExportOptions(run_dir, **options))
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))

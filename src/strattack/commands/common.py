@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..evaluation.store import ResultStore, store_error
 
-__all__ = ["Say", "TableResult", "read_store", "writable_folder"]
+__all__ = ["Say", "TableResult", "read_store", "store_errors", "writable_folder"]
 
 
 @dataclass
@@ -42,12 +42,19 @@ def writable_folder(folder: Path, what: str) -> Path:
 
 
 @contextmanager
-def read_store(path: Path) -> Iterator[ResultStore]:
-    """The store at ``path``, read-only (its folder may be read-only). A file SQLite cannot read
-    (not SQLite, truncated, corrupt) fails on the first query, so errors of the whole block
-    become a StoreError naming the file instead of a bare sqlite3 one."""
+def store_errors(path: Path) -> Iterator[None]:
+    """SQLite failures of the block as a StoreError naming the store ``path`` (not SQLite,
+    truncated, corrupt), instead of a bare sqlite3 one."""
     try:
-        with ResultStore(path, read_only=True) as store:
-            yield store
+        yield
     except sqlite3.DatabaseError as err:
         raise store_error(path, err) from err
+
+
+@contextmanager
+def read_store(path: Path) -> Iterator[ResultStore]:
+    """The store at ``path``, read-only (its folder may be read-only). A file SQLite cannot read
+    fails on the first query, so the errors of the whole block go through
+    :func:`store_errors`."""
+    with store_errors(path), ResultStore(path, read_only=True) as store:
+        yield store
