@@ -13,7 +13,7 @@ import torch
 
 from strattack.evaluation.report import store_labels
 from strattack.evaluation.store import ResultStore
-from strattack.evaluation.stored import load_store_context
+from strattack.evaluation.finished_run import load_store_context
 
 
 def main() -> None:

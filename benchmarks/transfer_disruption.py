@@ -15,7 +15,7 @@ import argparse
 import torch
 
 from strattack.evaluation.store import ResultStore
-from strattack.evaluation.stored import load_store_data
+from strattack.evaluation.finished_run import load_store_data
 from strattack.evaluation.transfer import Receiver, successful_examples
 from strattack.models import load_pretrained
 

@@ -779,7 +779,7 @@ def test_a_stored_image_folder_run_is_reloaded_at_the_crop_eval_used(tmp_path):
     (transfer, explain, export) must crop the same, read from the stored perturbations."""
     from PIL import Image
 
-    from strattack.evaluation.stored import load_store_data
+    from strattack.evaluation.finished_run import load_store_data
     folder = tmp_path / "images"
     folder.mkdir()
     Image.fromarray(np.full((90, 120, 3), 77, dtype=np.uint8)).save(folder / "0.png")

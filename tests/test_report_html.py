@@ -16,7 +16,7 @@ from strattack.commands.report import report
 from strattack.errors import ConfigError
 from strattack.evaluation.report import COST_COLUMNS, REPORT_COLUMNS, cost_rows
 from strattack.evaluation.store import ResultStore
-from strattack.evaluation.stored import common_successes
+from strattack.evaluation.finished_run import common_successes
 from strattack.evaluation.summary import format_cell
 from strattack.viz.report_html import HtmlTable, report_html
 

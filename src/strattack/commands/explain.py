@@ -15,7 +15,7 @@ from ..data.evaluation_data import EvaluationData, check_dataset, load_evaluatio
 from ..errors import ConfigError, DataError
 from ..evaluation.report import store_labels
 from ..evaluation.store import STORE_NAME
-from ..evaluation.stored import common_successes, load_store_context
+from ..evaluation.finished_run import common_successes, load_store_context
 from ..interpretability import ClassMaps, asm, choose_class_maps
 from ..interpretability.analysis import InterpretabilityCurves, measure_interpretability
 from ..interpretability.gradcam import grad_cam, named_layer

@@ -31,7 +31,7 @@ from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
 from ..evaluation.report import store_labels
 from ..evaluation.store import ResultStore
-from ..evaluation.stored import load_store_data, load_store_model
+from ..evaluation.finished_run import load_store_data, load_store_model
 from ..evaluation.examples import UNTARGETED
 from ..solver.losses import is_adversarial, logit_margin
 from .common import read_store, writable_folder

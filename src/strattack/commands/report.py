@@ -13,7 +13,7 @@ from ..errors import ConfigError, DataError
 from ..evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_notes,
                                  ratio_rows, report_rows, write_report)
 from ..evaluation.store import STORE_NAME, ResultStore
-from ..evaluation.stored import load_store_context
+from ..evaluation.finished_run import load_store_context
 from ..evaluation.summary import markdown_table
 from ..viz.report_figures import plot_group_heatmaps, plot_l0_histogram
 from ..viz.report_html import Gallery, HtmlTable, build_gallery, write_report_html

@@ -38,7 +38,7 @@ from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
 from .report import interval_text, store_labels
 from .store import ResultStore
-from .stored import load_store_context
+from .finished_run import load_store_context
 from .examples import UNTARGETED
 from .transfer_store import TRANSFER_STORE_NAME, TransferRecord, TransferStore
 

@@ -35,7 +35,7 @@ from .distillation import fold_temperature, soft_labels
 from .pretrained import build_model, check_architecture
 from .recipe import CONFIGS, Schedule, augment, optimizer, training_loss
 
-__all__ = ["train", "distill", "fit", "evaluate", "predict", "save_model"]
+__all__ = ["train", "distill", "fit", "accuracy", "predict", "save_model"]
 
 
 def _load(dataset: str, root: Path, split: str) -> tuple[Tensor, Tensor]:
@@ -52,7 +52,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
     return torch.cat(preds)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)``, in ``[0, 1]``."""
     return (predict(model, x) == y).float().mean().item()
 
@@ -132,10 +132,10 @@ def _train_epoch(model: nn.Module, dataset: str, x_train: Tensor, targets: Tenso
 
 def _test_accuracies(model: nn.Module, dataset: str, x_test: Tensor, y_test: Tensor
                      ) -> dict[str, float]:
-    result = {"test_acc": evaluate(model, x_test, y_test)}
+    result = {"test_acc": accuracy(model, x_test, y_test)}
     n = DATASETS[dataset].test_size
     if n is not None:       # the test images evaluations use (CIFAR-10: the exact 0..845)
-        result["exact_acc"] = evaluate(model, x_test[:n], y_test[:n])
+        result["exact_acc"] = accuracy(model, x_test[:n], y_test[:n])
     return result
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ..data.evaluation_data import EvaluationData
 from ..evaluation.report import store_labels
 from ..evaluation.store import ResultStore
-from ..evaluation.stored import common_successes
+from ..evaluation.finished_run import common_successes
 from ..solver.groups import GroupSpec
 from .figures import (group_heatmap, magnitude_cmap, mask_zeros, new_figure,
                       plot_attack_comparison, save_figure)
@@ -44,7 +44,7 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
                         context: tuple[nn.Module, EvaluationData] | None = None) -> Path:
     """Fig. 2 style: for the first ``examples`` (image, target) pairs adversarial under every
     attack, the mean |delta| per group (the store's group size). With ``context`` (the model and
-    images of the store, see :func:`~strattack.evaluation.stored.load_store_context`) each row
+    images of the store, see :func:`~strattack.evaluation.finished_run.load_store_context`) each row
     also shows the original and every adversarial example with its predicted class."""
     found = common_successes(store, limit=examples)
     size = int(store.meta().get("group_size", 2))

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..evaluation.store import ResultStore
-from ..evaluation.stored import common_successes
+from ..evaluation.finished_run import common_successes
 from ..evaluation.summary import format_cell
 from ..solver.groups import GroupSpec
 from .figures import group_heatmap, magnitude_cmap

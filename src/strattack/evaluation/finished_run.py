@@ -1,5 +1,6 @@
-"""Read a finished evaluation back: the examples that several attacks all got right, with their
-perturbations, and the model and images the store refers to (from its ``meta``)."""
+"""A finished evaluation read back from its store: the examples that several attacks all got
+right, with their perturbations, and the model and images the store refers to (from its
+``meta``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
