@@ -1,8 +1,9 @@
 """The configuration of an evaluation run, built from a TOML file and command-line options.
 
-One place for the defaults, and every value validated the same way whether it comes from a flag
-or a file (a ``batch_size = 0`` in a file used to hang ``eval``; ``bundled = "false"`` counted
-as true). Errors are :class:`~strattack.errors.ConfigError` naming the option or the file key.
+One place for the defaults (:mod:`.defaults`), and every value validated the same way whether it
+comes from a flag or a file (a ``batch_size = 0`` in a file would hang ``eval``; ``bundled =
+"false"`` would count as true). Errors are :class:`~strattack.errors.ConfigError` naming the
+option or the file key.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from ..data.registry import DATASETS, SPLITS
 from ..errors import ConfigError
+from . import defaults
 from .runner import AttackSpec
 from .store import STORE_NAME
 from .examples import parse_shard
@@ -39,7 +41,9 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 def shard_store_name(shard: tuple[int, int]) -> str:
     """The store a shard writes in the run folder (the unsharded run: results.sqlite)."""
-    return STORE_NAME if shard == (0, 1) else f"results-shard-{shard[0]}-of-{shard[1]}.sqlite"
+    if shard == defaults.SHARD:
+        return STORE_NAME
+    return f"results-shard-{shard[0]}-of-{shard[1]}.sqlite"
 
 
 # --- value checks (each takes the value and where it came from, for the message) --------------
@@ -249,7 +253,7 @@ def select_attacks(specs: Sequence[AttackSpec], only: Sequence[str]) -> tuple[At
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Everything an evaluation run needs, validated. Defaults live here and nowhere else."""
+    """Everything an evaluation run needs, validated; its defaults are :mod:`.defaults`'."""
 
     dataset: str
     out: Path
@@ -257,18 +261,18 @@ class EvalConfig:
     data_root: Path | None = None
     bundled: bool = False
     download: bool = False
-    split: str = "test"                 # "train": adversarial examples for adversarial training
+    split: str = defaults.SPLIT         # "train": adversarial examples for adversarial training
     model: str | None = None            # default: the dataset's bundled model
     weights: Path | None = None
     num_images: int | None = None       # first N correctly classified images (None: all)
     indices: tuple[int, ...] | None = None
-    targets: str | tuple[int, ...] = "all"
-    num_targets: int = 1
-    seed: int = 0
-    batch_size: int = 64
-    device: str = "cpu"
+    targets: str | tuple[int, ...] = defaults.TARGETS
+    num_targets: int = defaults.NUM_TARGETS
+    seed: int = defaults.SEED
+    batch_size: int = defaults.BATCH_SIZE
+    device: str = defaults.DEVICE
     threads: int | None = None
-    shard: tuple[int, int] = (0, 1)
+    shard: tuple[int, int] = defaults.SHARD
     progress: bool = True
     origin: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -14,6 +14,7 @@ from ..data import default_data_root
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..errors import ConfigError
 from ..models.loading import load_model
+from . import defaults
 from .config import STORE_NAME, EvalConfig, parse_device, shown
 from .runner import RunSummary, device_description, run_evaluation
 from .selection import drop_misclassified, first_correct
@@ -164,7 +165,7 @@ def _earlier(config: EvalConfig, data: EvaluationData, stack: ExitStack) -> list
     """A shard skips what an unsharded run in the same folder already finished (the merge keeps
     both), so a single-process run can be split into shards midway."""
     unsharded = config.out / STORE_NAME
-    if config.shard == (0, 1) or not unsharded.exists():
+    if config.shard == defaults.SHARD or not unsharded.exists():
         return []
     meta = store_meta(config, data.group_size)
     return [stack.enter_context(ResultStore(unsharded, meta, read_only=True))]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from . import defaults
+
 __all__ = ["Example", "UNTARGETED", "example_seed", "make_examples", "in_shard", "parse_shard",
            "shard_of", "true_class_targets"]
 
@@ -18,7 +20,8 @@ Example = tuple[int, int]
 
 
 def make_examples(images: Sequence[int], labels: Sequence[int], targets: str | Sequence[int],
-                  num_classes: int, k: int = 1, seed: int = 0) -> list[Example]:
+                  num_classes: int, k: int = defaults.NUM_TARGETS,
+                  seed: int = defaults.SEED) -> list[Example]:
     """(image, target) pairs, image-major.
 
     targets: ``"all"`` (every class but the true one), ``"random"`` (``k`` distinct random

@@ -26,6 +26,7 @@ from ..progress import report_passes
 from ..result import AttackResult
 from ..validation import check_parameters
 from ..solver.groups import GroupSpec
+from . import defaults
 from .metrics import perturbation_metrics
 from .planning import AttackWork, finished_examples, work_left
 from .settings import resolved_settings
@@ -233,15 +234,15 @@ def run_evaluation(
     specs: Sequence[AttackSpec],
     store: ResultStore,
     *,
-    batch_size: int = 64,
-    shard: tuple[int, int] = (0, 1),
+    batch_size: int = defaults.BATCH_SIZE,
+    shard: tuple[int, int] = defaults.SHARD,
     group_size: int | None = 2,
     stride: int | None = None,
     progress: bool = True,
     ids: Sequence[int] | None = None,
     finished_elsewhere: Sequence[ResultStore] = (),
     log: Callable[[str], None] | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
 ) -> RunSummary:
     """Attack every example of ``examples`` in this shard with every spec, skipping finished
     ones.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ...errors import ConfigError
+from .. import defaults
 from ..config import EvalConfig, parse_device
 
 __all__ = ["RayOptions", "SPECIAL_ADDRESSES", "TASKS_PER_SLOT", "check_compatible",
@@ -90,7 +91,7 @@ def check_reachable(address: str) -> None:
 def check_compatible(config: EvalConfig, options: RayOptions) -> None:
     """The options of ``config`` that Ray decides itself (shards, threads, GPU placement) left
     to Ray, and the GPUs asked for where the run computes."""
-    if config.shard != (0, 1):
+    if config.shard != defaults.SHARD:
         raise ConfigError("--shard with --ray: Ray splits the run into its own shards "
                           "(--ray-tasks); leave --shard out")
     if config.threads is not None:
