@@ -8,7 +8,7 @@ Registry of names (:data:`PRETRAINED_NAMES`):
   whose ``<dataset>`` prefix is ``mnist`` or ``cifar10``): other weights for ``<dataset>``
   (e.g. adversarially trained), in the architecture the file's metadata names (``arch``, see
   :data:`ARCHITECTURES`; files without it hold the dataset's C&W network, ``cnn``);
-* the MNIST zoo of other architectures (issue 15 §2, transferability): ``"mnist_mlp"``,
+* the MNIST zoo of other architectures (for transferability, Table 3): ``"mnist_mlp"``,
   ``"mnist_lenet5"``, ``"mnist_seed1"`` (the C&W CNN from seed 1), ``"mnist_resnet"``,
   ``"mnist_vgg"`` (:mod:`strattack.models.zoo`);
 * ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``: ImageNet

@@ -1,4 +1,4 @@
-"""Networks of other families than the paper's, for transferability (issue 15 §2, Table 3).
+"""Networks of other families than the paper's, for transferability (Table 3).
 
 The paper's Table 3 measures how adversarial examples crafted on one network fool networks of
 other architectures. On the small datasets this project trains its own zoo with ``strattack
