@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from .data.registry import NAMED_DATASETS
+from .evaluation import defaults
 from .evaluation.store import STORE_NAME
 
 __all__ = ["DATASET_CHOICE", "THREADS_OPTION", "STORE_DATA_ROOT_OPTION", "device_callback",
@@ -59,8 +60,8 @@ _EVAL_OPTIONS = [
     click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
                   help="Folder with the MNIST / CIFAR-10 files (default: $STRATTACK_DATA or ./data)."),
     click.option("--split", type=click.Choice(["test", "train"]), default=None,
-                  help="Dataset split to attack [default: test]; train makes adversarial "
-                  "training data (train --defense adversarial --adv-examples OUT)."),
+                  help=f"Dataset split to attack [default: {defaults.SPLIT}]; train makes "
+                  "adversarial training data (train --defense adversarial --adv-examples OUT)."),
     click.option("--bundled", is_flag=True, default=None,
                   help="Use the 100 test images shipped with the package (no dataset files needed; "
                   "--dataset defaults to mnist)."),
@@ -81,14 +82,17 @@ _EVAL_OPTIONS = [
                   help="First N correctly classified images."),
     click.option("--indices", default=None, help="Comma-separated image indices instead of -n."),
     click.option("--targets", default=None,
-                  help="all | random | next | untargeted | comma-separated classes [default: all]."),
+                  help="all | random | next | untargeted | comma-separated classes "
+                  f"[default: {defaults.TARGETS}]."),
     click.option("-k", "--num-targets", type=click.IntRange(1), default=None,
-                  help="Targets per image for --targets random [default: 1]."),
+                  help="Targets per image for --targets random "
+                  f"[default: {defaults.NUM_TARGETS}]."),
     click.option("--seed", type=int, default=None,
                   help="Seed of random targets and of each example's random draws (e.g. ifgsm's "
-                  "random start) [default: 0]."),
-    click.option("--batch-size", type=click.IntRange(1), default=None, help="[default: 64]"),
-    click.option("--device", default=None, help="torch device [default: cpu]."),
+                  f"random start) [default: {defaults.SEED}]."),
+    click.option("--batch-size", type=click.IntRange(1), default=None,
+                  help=f"[default: {defaults.BATCH_SIZE}]"),
+    click.option("--device", default=None, help=f"torch device [default: {defaults.DEVICE}]."),
     THREADS_OPTION,
     click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N (0-based)."),
     click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,

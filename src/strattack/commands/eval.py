@@ -41,6 +41,6 @@ def ray_options(options: dict[str, Any]) -> RayOptions | None:
         if stray:
             raise ConfigError(f"--{stray[0].replace('_', '-')} needs --ray ADDRESS")
         return None
-    return RayOptions(address, tasks=given["ray_tasks"],
-                      gpus_per_task=given["gpus_per_task"] or 0.0,
-                      cpus_per_task=given["cpus_per_task"] or 1)
+    chosen = {("tasks" if name == "ray_tasks" else name): value
+              for name, value in given.items() if value is not None}   # the rest: RayOptions'
+    return RayOptions(address, **chosen)
