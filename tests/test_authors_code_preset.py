@@ -1,9 +1,10 @@
-"""str_attack(preset="authors_code") (issue 19 §2) and the solver options it needs: rho_delta,
+"""str_attack(preset="authors_code") and the solver options it needs: rho_delta,
 const_growth, success_rule, warm_start, iteration_growth, patience=None, refine_initial_const.
 Each option is checked against an independent reference (the authors' update written out in
 numpy, a plain-Python c schedule, a fresh run)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 from helpers import CountingModel, TwoClassLinear, small_cnn
 
 from strattack import str_attack
-from strattack.attacks import admm_framework, structured
+from strattack.attacks import ADMMConfig, admm_framework
 from strattack.attacks.admm_search import SearchSettings, constant_search
-from strattack.attacks.lifecycle import AttackCall, BestSoFar
+from strattack.attacks.tracking import AttackCall, BestSoFar
 from strattack.attacks.presets import AUTHORS_CODE
 from strattack.solver.admm import ADMMParams, State, StructuredADMM, feasible_bounds
 from strattack.solver.groups import GroupSpec
@@ -30,8 +31,10 @@ DOCUMENTED = dict(rho=15.0, rho_delta=30.0, gamma=4.0, tau=3.0, alpha=5.0, group
 
 
 def spy_on_admm_attack(monkeypatch) -> list[dict]:
+    """The configuration str_attack's core receives, as a dict, per call."""
     calls: list[dict] = []
-    monkeypatch.setattr(structured, "admm_attack", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(str_attack, "core",
+                        lambda model, x, y, config, **kw: calls.append(dataclasses.asdict(config)))
     return calls
 
 
@@ -45,7 +48,7 @@ def test_the_preset_sets_the_documented_values(monkeypatch):
     calls = spy_on_admm_attack(monkeypatch)
     model, x, t = tiny_batch()
     str_attack(model, x, t, targeted=True, preset="authors_code")
-    assert dict(AUTHORS_CODE) == DOCUMENTED
+    assert {k: getattr(AUTHORS_CODE, k) for k in DOCUMENTED} == DOCUMENTED
     assert {k: calls[0][k] for k in DOCUMENTED} == DOCUMENTED
     assert "preset" not in calls[0]
 
@@ -143,8 +146,8 @@ def test_rho_delta_none_is_rho():
              for d in (None, 2.0)]
     a, b = (c.step(c.init_state(0.1 * grad), grad, 1, idx) for c in steps)
     assert all(torch.equal(a[key], b[key]) for key in a)
-    with pytest.raises(ValueError, match="rho_delta must be > 0"):
-        ADMMParams(rho_delta=0.0)
+    with pytest.raises(ValueError, match="rho_delta must be a number > 0"):
+        ADMMConfig(rho_delta=0.0)
 
 
 # --- the search on c: x5 then bisection, success rules, growing steps ------------------------

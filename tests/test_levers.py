@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from strattack import str_attack
+from strattack.attacks import ADMMConfig
 from strattack.attacks.admm_search import SearchSettings, const_scale
 from strattack.solver.admm import (ADMMParams, RefineADMM, StructuredADMM, balance_rho,
                                    feasible_bounds)
@@ -156,7 +157,7 @@ def test_adaptive_rho_steps_each_image_with_its_own_rho_then_balances():
 
 def test_adaptive_rho_cannot_be_combined_with_rho_delta():
     with pytest.raises(ValueError, match="adaptive_rho"):
-        ADMMParams(rho_delta=2.0, adaptive_rho=True)
+        ADMMConfig(rho_delta=2.0, adaptive_rho=True)
 
 
 def test_str_attack_with_adaptive_rho_runs_batched_and_succeeds():

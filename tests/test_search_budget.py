@@ -9,7 +9,8 @@ import torch
 from helpers import TwoClassLinear, count_passes, small_cnn
 
 from strattack import admm_attack, str_attack, str_attack_linf
-from strattack.attacks.admm_search import SearchSettings, window_end
+from strattack.attacks import ADMMConfig
+from strattack.attacks.admm_search import window_end
 
 
 def two_margins():
@@ -50,7 +51,7 @@ def test_rescue_stops_as_soon_as_every_image_has_succeeded():
 
 def test_rescue_steps_must_be_a_count():
     with pytest.raises(ValueError, match="rescue_steps"):
-        SearchSettings(rescue_steps=-1)
+        ADMMConfig(rescue_steps=-1)
 
 
 @pytest.mark.parametrize("k, last, patience, expected", [
@@ -134,7 +135,7 @@ def test_a_miss_without_any_perturbed_pixel_stays_a_clean_failure():
 
 
 def test_nearest_miss_keeps_the_non_adversarial_candidate_of_smallest_margin():
-    from strattack.attacks.lifecycle import NearestMiss
+    from strattack.attacks.tracking import NearestMiss
     near = NearestMiss(torch.zeros(3, 2))
     idx = torch.tensor([0, 2])
     near.update(idx, torch.tensor([0.5, -1.0]), torch.ones(2, 2), torch.tensor([1.0, 2.0]),

@@ -1,5 +1,5 @@
 """The store keeps every keyword an attack ran with (defaults included), so that resuming or
-merging after the library's defaults changed is an error, not a silent mix (session 8)."""
+merging after the library's defaults changed is an error, not a silent mix."""
 from __future__ import annotations
 
 import pytest
@@ -52,19 +52,18 @@ def test_merging_fills_settings_an_older_shard_lacked(tmp_path):
         assert merged.settings() == {key: NEW}
 
 
-def test_resolved_settings_expand_defaults_and_presets():
-    from strattack import str_attack
+def test_the_recorded_settings_expand_defaults_and_presets():
     from strattack.attacks.presets import AUTHORS_CODE
-    from strattack.evaluation.settings import resolved_settings
+    from strattack.evaluation.attack_spec import AttackSpec
 
-    plain = resolved_settings(str_attack, {"tau": 0.5}, frozenset({"targeted", "true_labels"}))
+    plain = AttackSpec("str_attack", {"tau": 0.5}).settings
     assert plain["tau"] == 0.5 and plain["max_iterations"] == 100 and plain["preset"] is None
     assert "targeted" not in plain and "true_labels" not in plain
-    preset = resolved_settings(str_attack, {"preset": "authors_code", "max_iterations": 7})
-    assert {k: preset[k] for k in AUTHORS_CODE if k != "max_iterations"} == {
-        k: v for k, v in AUTHORS_CODE.items() if k != "max_iterations"}
-    assert preset["max_iterations"] == 7
-    assert resolved_settings(str_attack, {"tol": float("inf")})["tol"] == "inf"
+    preset = AttackSpec("str_attack", {"preset": "authors_code", "max_iterations": 7}).settings
+    assert preset["preset"] == "authors_code" and preset["max_iterations"] == 7
+    assert {k: v for k, v in preset.items() if k not in ("preset", "max_iterations")} == {
+        k: v for k, v in AUTHORS_CODE.record().items() if k != "max_iterations"}
+    assert "preset" not in AttackSpec("str_attack_linf", {"epsilon": 0.3}).settings
 
 
 def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_ones(tmp_path,
@@ -72,9 +71,7 @@ def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_one
     import torch
     from helpers import CountingModel
 
-    from strattack import fgm
     from strattack.evaluation import runner
-    from strattack.evaluation.settings import resolved_settings
     from strattack.evaluation.examples import make_examples
 
     torch.manual_seed(0)
@@ -86,12 +83,12 @@ def test_an_evaluation_records_the_settings_and_refuses_to_resume_with_other_one
     with ResultStore(tmp_path / "r.sqlite") as store:
         runner.run_evaluation(model, x, y, examples, [spec], store, batch_size=2, progress=False)
         (settings,) = store.settings().values()
-    assert settings == resolved_settings(fgm, {"norm": "l2"}, frozenset({"targeted",
-                                                                         "true_labels"}))
-    assert "targeted" not in settings and settings["norm"] == "l2"
+    assert settings == spec.config.record() == {"epsilon": None, "grid_steps": 10, "loss": "ce",
+                                                "max_epsilon": None, "norm": "l2", "rtol": 1e-3,
+                                                "search_steps": 10}
 
     changed = dict(settings, loss="ce" if settings["loss"] != "ce" else "cw")
-    monkeypatch.setattr(runner, "resolved_settings", lambda *a: changed)
+    monkeypatch.setattr(runner.AttackSpec, "settings", property(lambda self: changed))
     calls = model.calls
     with ResultStore(tmp_path / "r.sqlite") as store, pytest.raises(StoreError, match="loss"):
         runner.run_evaluation(model, x, y, examples, [spec], store, batch_size=2, progress=False)
@@ -124,14 +121,16 @@ def test_keywords_added_later_are_recorded_only_away_from_their_old_behaviour():
     import inspect
 
     from strattack import str_attack, str_attack_linf
-    from strattack.evaluation.settings import LATER_KEYWORDS, resolved_settings
+    from strattack.attacks import ADMMConfig
 
+    later = ADMMConfig.UNRECORDED_DEFAULTS
     for attack in (str_attack, str_attack_linf):
         signature = inspect.signature(attack).parameters
-        assert all(signature[k].default == v for k, v in LATER_KEYWORDS.items())
-        record = resolved_settings(attack, {})
-        assert not set(LATER_KEYWORDS) & set(record)
-        assert set(record) == {k for k, p in signature.items()
-                               if p.kind is p.KEYWORD_ONLY and p.default is not p.empty} - set(LATER_KEYWORDS)
-        assert resolved_settings(attack, {"z_candidate": True})["z_candidate"] is True
-        assert resolved_settings(attack, {"scale_eta": False}) == record
+        assert all(signature[k].default == v for k, v in later.items())
+        config = attack.configure(epsilon=0.3)
+        record = config.record()
+        assert not set(later) & set(record)
+        assert set(record) == {k for k, p in signature.items() if p.kind is p.KEYWORD_ONLY
+                               and k not in ("targeted", "true_labels", "preset")} - set(later)
+        assert config.replace(z_candidate=True).record()["z_candidate"] is True
+        assert config.replace(scale_eta=False).record() == record

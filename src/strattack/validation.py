@@ -1,12 +1,11 @@
 """Checks shared by every attack: clear errors before any optimisation work starts.
 
 Inputs, labels and the model's logits (from the one validation pass), and the attacks'
-parameters: their types from each attack's annotations (:func:`check_parameters`), their ranges
-with the small checks below.
+parameters: their types from the annotations (:func:`check_value_type`), their ranges with the
+small checks below (each attack configuration applies them, :mod:`strattack.attacks.config`).
 """
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import types
@@ -104,10 +103,10 @@ def _first(idx: Tensor, show: int = 10) -> str:
 
 def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
                          targeted: bool, true_labels: Tensor | None = None) -> Tensor:
-    """Checks everything an attack needs and returns the clean logits (N, K)."""
+    """Checks the model, the labels and the clean logits, and returns those logits (N, K). The
+    inputs are checked before (:func:`check_inputs`, once per call)."""
     if not callable(model):
         raise TypeError("model must be callable (an nn.Module or a function) mapping inputs to logits")
-    check_inputs(inputs)
     n = inputs.shape[0]
     check_labels(labels, n)
     if labels.device != inputs.device:
@@ -194,22 +193,13 @@ def _matches(value: Any, hint: Any) -> bool | None:
     return None
 
 
-def check_parameters(fn: Callable[..., Any], arguments: dict[str, Any],
-                     display: str | None = None) -> dict[str, Any]:
-    """ValueError naming the first keyword argument that does not fit ``fn``'s annotation
-    (``display``: the name to give, default fn's); returns the arguments with numpy scalars made
-    plain Python numbers (np.int64(3) -> 3). Used by every attack call and by the evaluation's
-    attack configurations, before anything loads."""
-    hints = typing.get_type_hints(fn)
-    plain = dict(arguments)
-    for name, value in arguments.items():
-        if name in POSITIONAL or name not in hints:
-            continue
-        if _matches(value, hints[name]) is False:
-            raise ValueError(f"{display or fn.__name__}: {name} must be "
-                             f"{_expected(hints[name])}, got {value!r} ({type(value).__name__})")
-        plain[name] = _plain(value)
-    return plain
+def check_value_type(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as a plain Python value (np.int64(3) -> 3) if it fits the annotation ``hint``,
+    else a ValueError naming ``name``, the expected type and the value."""
+    if _matches(value, hint) is False:
+        raise ValueError(f"{name} must be {_expected(hint)}, got {value!r} "
+                         f"({type(value).__name__})")
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:
@@ -227,10 +217,3 @@ def _expected(hint: Any) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
         return f"{_describe(args[0])} or None"
     return _describe(hint)
-
-
-def keyword_arguments(fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of a call by name (a TypeError for an unknown name or a missing one, as
-    Python gives)."""
-    return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..solver.admm import State
 from ..solver.losses import hinge, is_adversarial
-from .lifecycle import AttackCall, BestSoFar, NearestMiss, update_const
+from .const_search import update_const
+from .tracking import AttackCall, BestSoFar, NearestMiss
 
 
 class ADMMCore(Protocol):
@@ -35,6 +36,9 @@ SuccessRule = Literal["found", "improved"]
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """The schedule of one search on c, built from a validated
+    :class:`~strattack.attacks.admm_config.ADMMConfig` (whose rules cover these fields)."""
+
     initial_const: float = 0.5
     search_steps: int = 5
     max_iterations: int = 200
@@ -48,24 +52,6 @@ class SearchSettings:
     rescue_steps: int = 0       # extra steps (c still growing) only for images with no success
     scale_eta: bool = False     # eta_k * max(1, c / initial_const): the z-step stays c-invariant
     z_candidate: bool = False   # also check z^k's projection while an image has no success
-
-    def __post_init__(self) -> None:
-        if not self.initial_const > 0:
-            raise ValueError(f"initial_const must be > 0, got {self.initial_const}")
-        for name in ("search_steps", "max_iterations", "check_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if not self.const_growth > 1:
-            raise ValueError(f"const_growth must be > 1, got {self.const_growth}")
-        if self.success_rule not in ("found", "improved"):
-            raise ValueError(f"success_rule must be 'found' or 'improved', "
-                             f"got {self.success_rule!r}")
-        if self.rescue_steps < 0:
-            raise ValueError(f"rescue_steps must be >= 0, got {self.rescue_steps}")
-        if self.iteration_growth < 0:
-            raise ValueError(f"iteration_growth must be >= 0, got {self.iteration_growth}")
 
     def iterations_at(self, step: int) -> int:
         """ADMM iterations of search step ``step`` (0-based)."""
@@ -96,7 +82,7 @@ def const_scale(const: Tensor, settings: SearchSettings, ndim: int) -> Tensor | 
 
     The gradient term of the z-step (15) is c times the hinge's gradient while its denominator
     does not depend on c, so at the large c of a failing image the iterates swing (REPRODUCTION.md,
-    image 59). Scaling eta_k with c keeps the step's size at c's first value; below it, eta_k is
+    Table 1's one MNIST failure). Scaling eta_k with c keeps the step's size at c's first value; below it, eta_k is
     the paper's."""
     if not settings.scale_eta:
         return None

@@ -24,14 +24,70 @@ Common to both:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from ..result import AttackResult
 from ..solver.losses import hinge, is_adversarial
 from ..validation import check_count, check_nonnegative, check_positive
-from .lifecycle import AttackCall, BestSoFar, ConstSearch, Model, public_attack, rows
+from .call import attack_function
+from .config import AttackConfig
+from .const_search import ConstSearch
 from .projections import budget_in_dtype, per_image
+from .tracking import AttackCall, BestSoFar, Model, rows
+
+
+@dataclass(frozen=True)
+class CWL2Config(AttackConfig):
+    """The configuration of :func:`cw_l2` (its keywords, documented there)."""
+
+    confidence: float = 0.0
+    learning_rate: float = 1e-2
+    initial_const: float = 1e-3
+    binary_search_steps: int = 9
+    max_iterations: int = 1000
+    abort_early: bool = True
+
+    def check(self) -> None:
+        check_nonnegative("confidence", self.confidence)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("initial_const", self.initial_const)
+        check_count("binary_search_steps", self.binary_search_steps)
+        check_count("max_iterations", self.max_iterations)
+
+
+@dataclass(frozen=True)
+class CWLinfConfig(AttackConfig):
+    """The configuration of :func:`cw_linf` (its keywords, documented there)."""
+
+    epsilon: float | None = None
+    confidence: float = 0.0
+    learning_rate: float = 5e-3
+    initial_const: float = 1e-5
+    largest_const: float = 20.0
+    const_factor: float = 2.0
+    reduce_const: bool = False
+    decrease_factor: float = 0.9
+    initial_tau: float = 1.0
+    min_tau: float = 1.0 / 256
+    max_iterations: int = 1000
+
+    def check(self) -> None:
+        if self.epsilon is not None:
+            check_positive("epsilon", self.epsilon)
+        check_nonnegative("confidence", self.confidence)
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("initial_const", self.initial_const)
+        check_positive("largest_const", self.largest_const)
+        if not self.const_factor > 1:
+            raise ValueError(f"const_factor must be > 1, got {self.const_factor}")
+        if not 0 < self.decrease_factor < 1:
+            raise ValueError(f"decrease_factor must be in (0, 1), got {self.decrease_factor}")
+        check_positive("initial_tau", self.initial_tau)
+        check_nonnegative("min_tau", self.min_tau)
+        check_count("max_iterations", self.max_iterations)
 
 
 class BatchAdam:
@@ -99,54 +155,25 @@ class TanhBox:
                              rows(self.hi, idx, everyone))
 
 
-@public_attack
-def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
-          targeted: bool = False,
-          confidence: float = 0.0,
-          learning_rate: float = 1e-2,
-          initial_const: float = 1e-3,
-          binary_search_steps: int = 9,
-          max_iterations: int = 1000,
-          abort_early: bool = True,
-          true_labels: Tensor | None = None) -> AttackResult:
-    """Carlini & Wagner l2 attack.
-
-    minimize ||delta||_2^2 + c * max(margin(x0 + delta) + kappa, 0) over the tanh variable w,
-    with Adam (``learning_rate``) for ``max_iterations`` iterations per value of c, and a
-    per-image binary search on c over ``binary_search_steps`` steps: c starts at
-    ``initial_const``; a step that found an adversarial example makes c an upper bound, else a
-    lower bound; next c = midpoint of the bounds, or c * 10 while there is no upper bound. As in
-    the original, with 10 or more steps the last one uses the upper bound (1e10 if none). The
-    optimisation restarts from x0 (w and Adam state reset) at every step.
-
-    Abort early (per image): every max(1, max_iterations // 10) iterations (counted from 0), an
-    image whose loss is > 0.9999 x its loss at the previous check stops for this step.
-
-    Best so far: every iterate is checked with the forward pass that gives its gradient (no extra
-    pass, as in the original); the adversarial one (margin <= -kappa, strictly < 0) with the
-    smallest l2 distance to x0 is returned, the input itself where none was found.
-
-    Returns an :class:`AttackResult`: ``const`` is the c of the returned example (0 for images
-    already adversarial, inf where none was found), ``iterations`` the Adam iterations per image;
-    each iteration costs one forward and one backward pass of the image.
-    """
-    check_nonnegative("confidence", confidence)
-    check_positive("learning_rate", learning_rate)
-    ConstSearch.check(initial_const, binary_search_steps, max_iterations)
+def cw_l2_core(model: Model, inputs: Tensor, labels: Tensor, config: CWL2Config, *,
+               targeted: bool, true_labels: Tensor | None) -> AttackResult:
+    """The work of :func:`cw_l2` for a validated ``config``."""
+    confidence = config.confidence
     call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
     x0 = call.x0
 
     already = call.already
     best = BestSoFar(x0, already)                          # distance: l2
-    search = ConstSearch(~already, initial_const, binary_search_steps, max_iterations,
-                         abort_early, stall_ratio=0.9999, dtype=x0.dtype)
+    search = ConstSearch(~already, config.initial_const, config.binary_search_steps,
+                         config.max_iterations, config.abort_early, stall_ratio=0.9999,
+                         dtype=x0.dtype)
 
     box = TanhBox(-x0, 1 - x0)
     zero = torch.zeros_like(x0)
     # w_start: the w at which delta = 0 exactly
     w_start, tanh_start = box.anchor(zero, torch.arange(x0.shape[0], device=x0.device))
     w = w_start.clone()
-    adam = BatchAdam(w, learning_rate)
+    adam = BatchAdam(w, config.learning_rate)
 
     for _ in search.steps():
         w = torch.where(per_image(search.todo, w), w_start, w)
@@ -179,7 +206,117 @@ def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
     return best.result(call, None, search.iterations)
 
 
-@public_attack
+@attack_function(CWL2Config(), cw_l2_core)
+def cw_l2(model: Model, inputs: Tensor, labels: Tensor, *,
+          targeted: bool = False,
+          confidence: float = 0.0,
+          learning_rate: float = 1e-2,
+          initial_const: float = 1e-3,
+          binary_search_steps: int = 9,
+          max_iterations: int = 1000,
+          abort_early: bool = True,
+          true_labels: Tensor | None = None) -> AttackResult:
+    """Carlini & Wagner l2 attack.
+
+    minimize ||delta||_2^2 + c * max(margin(x0 + delta) + kappa, 0) over the tanh variable w,
+    with Adam (``learning_rate``) for ``max_iterations`` iterations per value of c, and a
+    per-image binary search on c over ``binary_search_steps`` steps: c starts at
+    ``initial_const``; a step that found an adversarial example makes c an upper bound, else a
+    lower bound; next c = midpoint of the bounds, or c * 10 while there is no upper bound. As in
+    the original, with 10 or more steps the last one uses the upper bound (1e10 if none). The
+    optimisation restarts from x0 (w and Adam state reset) at every step.
+
+    Abort early (per image): every max(1, max_iterations // 10) iterations (counted from 0), an
+    image whose loss is > 0.9999 x its loss at the previous check stops for this step.
+
+    Best so far: every iterate is checked with the forward pass that gives its gradient (no extra
+    pass, as in the original); the adversarial one (margin <= -kappa, strictly < 0) with the
+    smallest l2 distance to x0 is returned, the input itself where none was found.
+
+    Returns an :class:`AttackResult`: ``const`` is the c of the returned example (0 for images
+    already adversarial, inf where none was found), ``iterations`` the Adam iterations per image;
+    each iteration costs one forward and one backward pass of the image.
+    """
+
+
+def cw_linf_core(model: Model, inputs: Tensor, labels: Tensor, config: CWLinfConfig, *,
+                 targeted: bool, true_labels: Tensor | None) -> AttackResult:
+    """The work of :func:`cw_linf` for a validated ``config``."""
+    epsilon, confidence, min_tau = config.epsilon, config.confidence, config.min_tau
+    largest_const, max_iterations = config.largest_const, config.max_iterations
+    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
+    x0 = call.x0
+    n, device, dtype = x0.shape[0], x0.device, x0.dtype
+    budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)
+
+    already = call.already
+    best = BestSoFar(x0, already)                          # distance: l_inf
+
+    lo, hi = -x0, 1 - x0
+    if budget is not None:
+        lo, hi = lo.clamp_min(-budget), hi.clamp_max(budget)
+    box = TanhBox(lo, hi, unit_slope=budget is not None)
+    anchor = torch.zeros_like(x0)                      # current answer (warm start)
+    w, tanh_anchor = box.anchor(anchor, torch.arange(n, device=device))
+    adam = BatchAdam(w, config.learning_rate)
+    const = torch.full((n,), float(config.initial_const), dtype=dtype, device=device)
+    tau0 = config.initial_tau if budget is None else min(config.initial_tau, budget)
+    tau = torch.full((n,), float(tau0), dtype=dtype, device=device)
+    steps_at_const = torch.zeros(n, dtype=torch.long, device=device)
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+    running = ~already & (const < largest_const)
+    if budget is None:
+        running &= tau > min_tau
+
+    while True:
+        idx = running.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        everyone = idx.numel() == n
+        x0_i = rows(x0, idx, everyone)
+        c, tau_i = rows(const, idx, everyone), rows(tau, idx, everyone)
+        w_i = rows(w, idx, everyone).detach().requires_grad_(True)
+        with torch.enable_grad():
+            delta = box.delta(w_i, rows(anchor, idx, everyone), rows(tanh_anchor, idx, everyone),
+                              idx, everyone)
+            margin = call.margin(x0_i + delta, idx, "adam")
+            penalty = (delta.abs() - per_image(tau_i, delta)).clamp_min(0).flatten(1).sum(dim=1)
+            loss = c * hinge(margin, confidence) + penalty
+            grad, = torch.autograd.grad(loss.sum(), w_i)
+        iterations[idx] += 1
+        delta, margin, loss, grad = delta.detach(), margin.detach(), loss.detach(), grad.detach()
+
+        ok = (loss < 1e-4 * c) & is_adversarial(margin, confidence)
+        if ok.any():
+            o_idx, d_ok = idx[ok], delta[ok]
+            linf = d_ok.abs().flatten(1).amax(dim=1)
+            best.update(o_idx, linf, d_ok, c[ok])
+            tau[o_idx] = torch.minimum(tau_i[ok], linf) * config.decrease_factor
+            if config.reduce_const:
+                const[o_idx] = const[o_idx] / 2
+            # restart from the new answer: w re-anchored on it, Adam reset, c kept
+            anchor[o_idx] = d_ok
+            w_a, t_a = box.anchor(d_ok, o_idx)
+            w[o_idx] = w_a
+            tanh_anchor[o_idx] = t_a
+            adam.reset(o_idx)
+            steps_at_const[o_idx] = 0
+            running[o_idx[tau[o_idx] <= min_tau]] = False
+
+        nok = ~ok
+        if nok.any():
+            f_idx = idx[nok]
+            w[f_idx] = adam.step(w_i.detach()[nok], grad[nok], f_idx)
+            steps_at_const[f_idx] += 1
+            spent = f_idx[steps_at_const[f_idx] >= max_iterations]
+            const[spent] = const[spent] * config.const_factor
+            steps_at_const[spent] = 0
+            running[spent[const[spent] >= largest_const]] = False
+
+    return best.result(call, budget, iterations)
+
+
+@attack_function(CWLinfConfig(), cw_linf_core)
 def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
             targeted: bool = False,
             epsilon: float | None = None,
@@ -225,86 +362,3 @@ def cw_linf(model: Model, inputs: Tensor, labels: Tensor, *,
     (0 for images already adversarial, inf where none was found), ``iterations`` the Adam
     iterations per image (one forward and one backward pass each).
     """
-    if epsilon is not None:
-        check_positive("epsilon", epsilon)
-    check_nonnegative("confidence", confidence)
-    check_positive("learning_rate", learning_rate)
-    check_positive("initial_const", initial_const)
-    check_positive("largest_const", largest_const)
-    check_positive("initial_tau", initial_tau)
-    check_nonnegative("min_tau", min_tau)
-    if not const_factor > 1:
-        raise ValueError(f"const_factor must be > 1, got {const_factor}")
-    if not 0 < decrease_factor < 1:
-        raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
-    check_count("max_iterations", max_iterations)
-    call = AttackCall.start(model, inputs, labels, targeted, true_labels, confidence)
-    x0 = call.x0
-    n, device, dtype = x0.shape[0], x0.device, x0.dtype
-    budget = None if epsilon is None else budget_in_dtype(epsilon, dtype)
-
-    already = call.already
-    best = BestSoFar(x0, already)                          # distance: l_inf
-
-    lo, hi = -x0, 1 - x0
-    if budget is not None:
-        lo, hi = lo.clamp_min(-budget), hi.clamp_max(budget)
-    box = TanhBox(lo, hi, unit_slope=budget is not None)
-    anchor = torch.zeros_like(x0)                      # current answer (warm start)
-    w, tanh_anchor = box.anchor(anchor, torch.arange(n, device=device))
-    adam = BatchAdam(w, learning_rate)
-    const = torch.full((n,), float(initial_const), dtype=dtype, device=device)
-    tau0 = initial_tau if budget is None else min(initial_tau, budget)
-    tau = torch.full((n,), float(tau0), dtype=dtype, device=device)
-    steps_at_const = torch.zeros(n, dtype=torch.long, device=device)
-    iterations = torch.zeros(n, dtype=torch.long, device=device)
-    running = ~already & (const < largest_const)
-    if budget is None:
-        running &= tau > min_tau
-
-    while True:
-        idx = running.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        everyone = idx.numel() == n
-        x0_i = rows(x0, idx, everyone)
-        c, tau_i = rows(const, idx, everyone), rows(tau, idx, everyone)
-        w_i = rows(w, idx, everyone).detach().requires_grad_(True)
-        with torch.enable_grad():
-            delta = box.delta(w_i, rows(anchor, idx, everyone), rows(tanh_anchor, idx, everyone),
-                              idx, everyone)
-            margin = call.margin(x0_i + delta, idx, "adam")
-            penalty = (delta.abs() - per_image(tau_i, delta)).clamp_min(0).flatten(1).sum(dim=1)
-            loss = c * hinge(margin, confidence) + penalty
-            grad, = torch.autograd.grad(loss.sum(), w_i)
-        iterations[idx] += 1
-        delta, margin, loss, grad = delta.detach(), margin.detach(), loss.detach(), grad.detach()
-
-        ok = (loss < 1e-4 * c) & is_adversarial(margin, confidence)
-        if ok.any():
-            o_idx, d_ok = idx[ok], delta[ok]
-            linf = d_ok.abs().flatten(1).amax(dim=1)
-            best.update(o_idx, linf, d_ok, c[ok])
-            tau[o_idx] = torch.minimum(tau_i[ok], linf) * decrease_factor
-            if reduce_const:
-                const[o_idx] = const[o_idx] / 2
-            # restart from the new answer: w re-anchored on it, Adam reset, c kept
-            anchor[o_idx] = d_ok
-            w_a, t_a = box.anchor(d_ok, o_idx)
-            w[o_idx] = w_a
-            tanh_anchor[o_idx] = t_a
-            adam.reset(o_idx)
-            steps_at_const[o_idx] = 0
-            running[o_idx[tau[o_idx] <= min_tau]] = False
-
-        nok = ~ok
-        if nok.any():
-            f_idx = idx[nok]
-            w[f_idx] = adam.step(w_i.detach()[nok], grad[nok], f_idx)
-            steps_at_const[f_idx] += 1
-            spent = f_idx[steps_at_const[f_idx] >= max_iterations]
-            const[spent] = const[spent] * const_factor
-            steps_at_const[spent] = 0
-            running[spent[const[spent] >= largest_const]] = False
-
-    return best.result(call, budget, iterations)

@@ -26,6 +26,7 @@ the model classifies the returned example as the target (targeted) or not as the
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -34,12 +35,51 @@ from torch import Tensor
 
 from ..result import AttackResult
 from ..solver.losses import logit_margin
-from ..validation import check_choice, check_count, check_nonnegative, check_positive, check_seeds
-from .lifecycle import AttackCall, Model, public_attack
+from ..validation import check_count, check_nonnegative, check_positive, check_seeds
+from .call import attack_function
+from .config import AttackConfig
 from .projections import budget_in_dtype, per_image, project_budget
+from .tracking import AttackCall, Model
 
 Norm = Literal["linf", "l2"]
 LossName = Literal["ce", "cw"]
+
+
+@dataclass(frozen=True)
+class FGMConfig(AttackConfig):
+    """The configuration of :func:`fgm` (its keywords, documented there)."""
+
+    norm: Norm = "linf"
+    epsilon: float | None = None
+    loss: LossName = "ce"
+    max_epsilon: float | None = None
+    grid_steps: int = 10
+    search_steps: int = 10
+    rtol: float = 1e-3
+
+    def check(self) -> None:
+        if self.epsilon is not None:
+            check_positive("epsilon", self.epsilon)
+        if self.max_epsilon is not None:
+            check_positive("max_epsilon", self.max_epsilon)
+        check_count("grid_steps", self.grid_steps)
+        check_count("search_steps", self.search_steps, minimum=0)
+        check_nonnegative("rtol", self.rtol)
+
+
+@dataclass(frozen=True)
+class IFGSMConfig(FGMConfig):
+    """The configuration of :func:`ifgsm`: :class:`FGMConfig` plus the iterations."""
+
+    steps: int = 10
+    step_fraction: float | None = None
+    random_start: bool = False
+
+    def check(self) -> None:
+        super().check()
+        check_count("steps", self.steps)
+        if self.step_fraction is not None:
+            check_positive("step_fraction", self.step_fraction)
 
 # trial(idx, eps) -> (adv rows, success rows, gradient steps spent per row)
 Trial = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, int]]
@@ -114,30 +154,17 @@ def _generators(seeds: Tensor | None) -> list[torch.Generator] | None:
     return [torch.Generator().manual_seed(s) for s in seeds.tolist()]
 
 
-def _check_common(norm: str, loss: str, epsilon: float | None, max_epsilon: float | None,
-                  grid_steps: int, search_steps: int, rtol: float) -> None:
-    check_choice("norm", norm, ("linf", "l2"))
-    check_choice("loss", loss, ("ce", "cw"))
-    if epsilon is not None:
-        check_positive("epsilon", epsilon)
-    if max_epsilon is not None:
-        check_positive("max_epsilon", max_epsilon)
-    check_count("grid_steps", grid_steps)
-    check_count("search_steps", search_steps, minimum=0)
-    check_nonnegative("rtol", rtol)
-
-
 def _default_max_epsilon(x0: Tensor, norm: str) -> float:
     """The largest perturbation the box allows: 1 (linf) or sqrt(pixels x channels) (l2)."""
     return 1.0 if norm == "linf" else math.sqrt(x0[0].numel())
 
 
 def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labels: Tensor | None,
-         norm: str, epsilon: float | None, max_epsilon: float | None, grid_steps: int,
-         search_steps: int, rtol: float,
-         make_trial: Callable[[AttackCall], Trial]) -> AttackResult:
+         config: FGMConfig, make_trial: Callable[[AttackCall], Trial]) -> AttackResult:
     """Shared driver of both modes; ``make_trial(call)`` builds the attack run at per-image
     epsilons for a subset of images."""
+    norm, epsilon, max_epsilon = config.norm, config.epsilon, config.max_epsilon
+    grid_steps, search_steps, rtol = config.grid_steps, config.search_steps, config.rtol
     call = AttackCall.start(model, inputs, labels, targeted, true_labels)
     x0 = call.x0
     n, device, dtype = x0.shape[0], x0.device, x0.dtype
@@ -190,28 +217,10 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
     return call.finish(adv, const=None, iterations=iterations)
 
 
-@public_attack
-def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
-        targeted: bool = False,
-        norm: Norm = "linf",
-        epsilon: float | None = None,
-        loss: LossName = "ce",
-        max_epsilon: float | None = None,
-        grid_steps: int = 10,
-        search_steps: int = 10,
-        rtol: float = 1e-3,
-        true_labels: Tensor | None = None) -> AttackResult:
-    """Fast gradient method: one step x0 + eps * d, d = -sign(grad J) (linf) or
-    -grad J / ||grad J||_2 (l2), clipped to the box (and to the budget, exactly).
-
-    ``epsilon``: fixed budget, or None for the minimal-epsilon search (module docstring;
-    ``max_epsilon`` defaults to 1 for linf and sqrt(n) for l2, the largest the box allows;
-    ``grid_steps``, ``search_steps`` and ``rtol`` set the grid, the bisection steps and its
-    relative tolerance). The gradient is taken once at x0 (one forward + one backward pass per
-    image); every epsilon tried then costs one forward pass. Images the model already classifies
-    as wanted are returned unchanged. ``iterations`` counts gradient steps (1, 0 for those).
-    """
-    _check_common(norm, loss, epsilon, max_epsilon, grid_steps, search_steps, rtol)
+def fgm_core(model: Model, inputs: Tensor, labels: Tensor, config: FGMConfig, *,
+             targeted: bool, true_labels: Tensor | None) -> AttackResult:
+    """The work of :func:`fgm` for a validated ``config``."""
+    norm, loss = config.norm, config.loss
 
     def make_trial(call: AttackCall) -> Trial:
         x0 = call.x0
@@ -233,11 +242,74 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
 
         return trial
 
-    return _run(model, inputs, labels, targeted, true_labels, norm, epsilon, max_epsilon,
-                grid_steps, search_steps, rtol, make_trial)
+    return _run(model, inputs, labels, targeted, true_labels, config, make_trial)
 
 
-@public_attack
+@attack_function(FGMConfig(), fgm_core)
+def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
+        targeted: bool = False,
+        norm: Norm = "linf",
+        epsilon: float | None = None,
+        loss: LossName = "ce",
+        max_epsilon: float | None = None,
+        grid_steps: int = 10,
+        search_steps: int = 10,
+        rtol: float = 1e-3,
+        true_labels: Tensor | None = None) -> AttackResult:
+    """Fast gradient method: one step x0 + eps * d, d = -sign(grad J) (linf) or
+    -grad J / ||grad J||_2 (l2), clipped to the box (and to the budget, exactly).
+
+    ``epsilon``: fixed budget, or None for the minimal-epsilon search (module docstring;
+    ``max_epsilon`` defaults to 1 for linf and sqrt(n) for l2, the largest the box allows;
+    ``grid_steps``, ``search_steps`` and ``rtol`` set the grid, the bisection steps and its
+    relative tolerance). The gradient is taken once at x0 (one forward + one backward pass per
+    image); every epsilon tried then costs one forward pass. Images the model already classifies
+    as wanted are returned unchanged. ``iterations`` counts gradient steps (1, 0 for those).
+    """
+
+
+def ifgsm_core(model: Model, inputs: Tensor, labels: Tensor, config: IFGSMConfig, *,
+               targeted: bool, true_labels: Tensor | None,
+               seeds: Tensor | None = None) -> AttackResult:
+    """The work of :func:`ifgsm` for a validated ``config`` (``seeds``: see :func:`ifgsm`)."""
+    check_seeds(seeds, inputs.shape[0])
+    norm, loss, steps, random_start = config.norm, config.loss, config.steps, config.random_start
+    fraction = 1.0 / steps if config.step_fraction is None else config.step_fraction
+
+    def make_trial(call: AttackCall) -> Trial:
+        x0 = call.x0
+        generators = _generators(seeds) if random_start else None
+
+        def start(idx: Tensor, x0_i: Tensor, eps: Tensor) -> Tensor:
+            if not random_start:
+                return x0_i
+            mine = None if generators is None else [generators[i] for i in idx.tolist()]
+            return _uniform_in_ball(x0_i, eps, norm, mine)
+
+        def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
+            x0_i = x0[idx]
+            alpha = per_image(eps * fraction, x0_i)
+            x = start(idx, x0_i, eps)
+            found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
+            found_adv = x0_i.clone()
+            for k in range(steps):
+                grad, margin = _gradient(call, x, idx, loss, "iterations")
+                if k > 0 or random_start:            # every iterate but x0 is a candidate
+                    hit = margin < 0
+                    found_adv[hit] = x[hit]
+                    found |= hit
+                x = project_budget(x0_i, x + alpha * _descent_direction(grad, norm), eps, norm)
+            with torch.no_grad():
+                last_ok = call.margin(x, idx, "iterations") < 0
+            out = torch.where(per_image(last_ok, x), x, found_adv)
+            return out, last_ok | found, steps
+
+        return trial
+
+    return _run(model, inputs, labels, targeted, true_labels, config, make_trial)
+
+
+@attack_function(IFGSMConfig(), ifgsm_core)
 def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
           targeted: bool = False,
           norm: Norm = "linf",
@@ -270,42 +342,3 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
     the minimal-epsilon search (``epsilon=None``, see the module docstring) makes one run per
     epsilon tried. ``iterations`` counts gradient steps per image.
     """
-    _check_common(norm, loss, epsilon, max_epsilon, grid_steps, search_steps, rtol)
-    check_count("steps", steps)
-    if step_fraction is not None:
-        check_positive("step_fraction", step_fraction)
-    check_seeds(seeds, inputs.shape[0])
-    fraction = 1.0 / steps if step_fraction is None else step_fraction
-
-    def make_trial(call: AttackCall) -> Trial:
-        x0 = call.x0
-        generators = _generators(seeds) if random_start else None
-
-        def start(idx: Tensor, x0_i: Tensor, eps: Tensor) -> Tensor:
-            if not random_start:
-                return x0_i
-            mine = None if generators is None else [generators[i] for i in idx.tolist()]
-            return _uniform_in_ball(x0_i, eps, norm, mine)
-
-        def trial(idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, int]:
-            x0_i = x0[idx]
-            alpha = per_image(eps * fraction, x0_i)
-            x = start(idx, x0_i, eps)
-            found = torch.zeros(idx.numel(), dtype=torch.bool, device=x0.device)
-            found_adv = x0_i.clone()
-            for k in range(steps):
-                grad, margin = _gradient(call, x, idx, loss, "iterations")
-                if k > 0 or random_start:            # every iterate but x0 is a candidate
-                    hit = margin < 0
-                    found_adv[hit] = x[hit]
-                    found |= hit
-                x = project_budget(x0_i, x + alpha * _descent_direction(grad, norm), eps, norm)
-            with torch.no_grad():
-                last_ok = call.margin(x, idx, "iterations") < 0
-            out = torch.where(per_image(last_ok, x), x, found_adv)
-            return out, last_ok | found, steps
-
-        return trial
-
-    return _run(model, inputs, labels, targeted, true_labels, norm, epsilon, max_epsilon,
-                grid_steps, search_steps, rtol, make_trial)

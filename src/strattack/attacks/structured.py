@@ -7,22 +7,24 @@ of the best perturbation. It is one configuration of :func:`admm_attack`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Literal
 
 from torch import Tensor
 
 from ..result import AttackResult
 from ..solver.admm import OverlapMode
 from ..solver.distortion import DistortionName
-from .admm_framework import admm_attack
+from .admm_framework import admm_core
 from .admm_search import SuccessRule
-from .lifecycle import public_attack
-from .presets import PresetName, with_presets
+from .call import attack_function
+from .presets import PRESETS, STRATTACK, STRATTACK_LINF
+from .tracking import Model
+
+PresetName = Literal["authors_code"]
 
 
-@with_presets
-@public_attack
-def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
+@attack_function(STRATTACK, admm_core, PRESETS)
+def str_attack(model: Model, inputs: Tensor, labels: Tensor, *,
                targeted: bool = False,
                epsilon: float | None = None,
                confidence: float = 0.0,
@@ -63,9 +65,9 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
     """Structured (group-sparse) adversarial attack: :func:`admm_attack` with a group penalty
     tau > 0 (every other keyword is admm_attack's, with the same default and meaning).
 
-    Defaults: Appendix F's rho = 1, eta_1 = 5, gamma = 1, D = ||.||_2^2, c0 = 0.5, refinement
-    on the 3%-quantile support; not App. F (issue 17, BENCHMARKS.md section 11): tau = 1 (App. F:
-    2) and a budget of 3 x 100 iterations + refinement 2 x 80, plus up to 2 rescue steps for the
+    Defaults (:data:`~strattack.attacks.presets.STRATTACK`): Appendix F's rho = 1, eta_1 = 5,
+    gamma = 1, D = ||.||_2^2, c0 = 0.5, refinement on the 3%-quantile support; not App. F
+    (BENCHMARKS.md section 11): tau = 1 (App. F: 2) and a budget of 3 x 100 iterations + refinement 2 x 80, plus up to 2 rescue steps for the
     images still without an adversarial example. On the MNIST speed task this is ASR 100% below
     adv_lib's l0 and l2 at under 1,000 model passes per example. On ImageNet-sized inputs
     that budget is short (EfficientNet-Lite0: l2 27% above 5 x 200 + 2 x 100 at the same tau):
@@ -77,16 +79,10 @@ def str_attack(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor
         authors'-code preset"). Keywords passed explicitly override the preset's values, e.g.
         ``preset="authors_code", max_iterations=200``. An unknown name is a ValueError.
     """
-    if not tau > 0:
-        raise ValueError(f"StrAttack needs a group penalty tau > 0, got {tau}; "
-                         "use admm_attack for tau = 0")
-    keywords = dict(locals())
-    del keywords["preset"]          # applied by with_presets before this call
-    return admm_attack(**keywords)
 
 
-@public_attack
-def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
+@attack_function(STRATTACK_LINF, admm_core)
+def str_attack_linf(model: Model, inputs: Tensor, labels: Tensor, *,
                     epsilon: float,
                     targeted: bool = False,
                     confidence: float = 0.0,
@@ -129,5 +125,4 @@ def str_attack_linf(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: T
     budget of the recorded Table 2 runs as defaults, and ``refine_misses=True``: the images the
     search never fooled are refined too, from their closest miss (on 1,000 robust-MNIST images
     at eps = 0.4 this raised the ASR from 60.0% to 80.7% for 12% more passes; REPRODUCTION.md,
-    Table 2)."""
-    return str_attack(**locals())
+    Table 2). Defaults: :data:`~strattack.attacks.presets.STRATTACK_LINF`."""

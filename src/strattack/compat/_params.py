@@ -3,10 +3,10 @@ ImportError that names the extra to install."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
-from ..validation import POSITIONAL, check_parameters
+from ..attacks.call import Attack
+from ..validation import POSITIONAL
 
 __all__ = ["attack_parameters", "missing_extra"]
 
@@ -15,12 +15,10 @@ __all__ = ["attack_parameters", "missing_extra"]
 SET_BY_ADAPTER = frozenset({*POSITIONAL, "targeted", "true_labels"})
 
 
-def attack_parameters(attack: Callable[..., Any], params: dict[str, Any],
-                      owner: str) -> dict[str, Any]:
-    """``params`` for ``attack``, checked now against its signature and annotations (an
-    unknown keyword is a TypeError, a value of the wrong type a ValueError), so that a mistake
-    shows when the adapter is built rather than at its first batch (values of the right type but
-    out of range, e.g. a negative tau, are rejected by the attack before its first model pass)."""
+def attack_parameters(attack: Attack[Any], params: dict[str, Any], owner: str) -> dict[str, Any]:
+    """``params`` for ``attack``, checked now by building its configuration (an unknown keyword
+    is a TypeError, a value of the wrong type or range a ValueError), so that a mistake shows
+    when the adapter is built rather than at its first batch."""
     reserved = sorted(SET_BY_ADAPTER & params.keys())
     if reserved:
         raise TypeError(f"{owner}: {reserved} are set by the adapter from the library's own "
@@ -29,7 +27,9 @@ def attack_parameters(attack: Callable[..., Any], params: dict[str, Any],
         inspect.signature(attack).bind_partial(None, None, None, **params)
     except TypeError as err:
         raise TypeError(f"{owner}: {err}") from None
-    return check_parameters(attack, params, display=owner)
+    changes = dict(params)
+    config = attack.configure(changes.pop("preset", None), display=owner, **changes)
+    return {name: params[name] if name == "preset" else getattr(config, name) for name in params}
 
 
 def missing_extra(package: str, extra: str, hint: str = "") -> ImportError:

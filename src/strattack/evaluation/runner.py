@@ -11,7 +11,6 @@ the store (:class:`CostTally`), including the batches this run has just finished
 """
 from __future__ import annotations
 
-import inspect
 import time
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,87 +20,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import attacks
 from ..progress import report_passes
 from ..result import AttackResult
-from ..validation import check_parameters
 from ..solver.groups import GroupSpec
 from . import defaults
 from .metrics import perturbation_metrics
 from .planning import AttackWork, finished_examples, work_left
-from .settings import resolved_settings
+from .attack_spec import ATTACKS, AttackSpec
 from .store import ExampleRecord, ResultStore
-from .examples import UNTARGETED, Example, example_seed, in_shard
+from .examples import UNTARGETED, Example, in_shard
 
 __all__ = ["ATTACKS", "AttackSpec", "CostTally", "RunSummary", "estimate_line", "run_evaluation"]
-
-#: Attacks an evaluation can run, by name. Each has the library's calling convention.
-ATTACKS: dict[str, Callable[..., AttackResult]] = {
-    "str_attack": attacks.str_attack,
-    "str_attack_linf": attacks.str_attack_linf,
-    "admm": attacks.admm_attack,
-    "cw_l2": attacks.cw_l2,
-    "cw_linf": attacks.cw_linf,
-    "ead": attacks.ead,
-    "fgm": attacks.fgm,
-    "ifgsm": attacks.ifgsm,
-}
-
-
-#: Keywords run_evaluation passes to the attacks itself (``seeds``: to those that take it).
-_SET_BY_EVALUATION = frozenset({"targeted", "true_labels", "seeds"})
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """An attack by registry name plus its keyword parameters; ``label`` names it in reports
-    (default: the name). Two specs with equal name and params are the same attack in a store."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    label: str | None = None
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """Every keyword the attack runs with (defaults and preset expanded), as the store
-        records it: a resume after the library's defaults changed is then refused."""
-        return resolved_settings(ATTACKS[self.name], self.params, _SET_BY_EVALUATION)
-
-    def __post_init__(self) -> None:
-        if self.name not in ATTACKS:
-            raise ValueError(f"unknown attack {self.name!r}; choose from {sorted(ATTACKS)}")
-        reserved = _SET_BY_EVALUATION & set(self.params)
-        if reserved:
-            raise ValueError(f"{sorted(reserved)} are set by the evaluation, not as parameters")
-        fn = ATTACKS[self.name]
-        accepted = _keyword_parameters(fn)
-        unknown = sorted(set(self.params) - accepted)
-        if unknown:
-            raise ValueError(f"{self.display}: unknown parameters {unknown} for {self.name}; "
-                             f"it accepts {sorted(accepted - _SET_BY_EVALUATION)}")
-        # Types too, here, the attacks' own check: before any model or data loads and before
-        # a store records the configuration.
-        check_parameters(fn, dict(self.params), self.display)
-        missing = sorted(_required_parameters(fn) - set(self.params) - _SET_BY_EVALUATION)
-        if missing:
-            raise ValueError(f"{self.display}: {', '.join(missing)} must be given, e.g. --set "
-                             f"{self.display}.{missing[0]}=VALUE or {missing[0]} = ... in its "
-                             "[[attack]] table")
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-def _keyword_parameters(fn: Callable[..., AttackResult]) -> set[str]:
-    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
-
-
-def _required_parameters(fn: Callable[..., AttackResult]) -> set[str]:
-    """Keyword-only parameters without a default (e.g. ``epsilon`` of ``str_attack_linf``)."""
-    return {n for n, p in inspect.signature(fn).parameters.items()
-            if p.kind == p.KEYWORD_ONLY and p.default is p.empty}
-
 
 @dataclass
 class RunSummary:
@@ -348,30 +277,20 @@ def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
     untargeted = bool((target == UNTARGETED).all())
     if not untargeted and (target == UNTARGETED).any():
         raise ValueError("a batch mixes targeted and untargeted examples")
-    attack = ATTACKS[spec.name]
-    params = {**spec.params, **_example_seeds(attack, batch, seed)}
+    seeds = spec.seeds(batch, seed)
     start = time.perf_counter()
     # Every model pass inside the attack moves the bar (bar.update is cheap and redraws at most
     # ~10 times a second). Without a bar, a caller's hook stays.
     with report_passes(bar.update) if bar is not None else nullcontext():
         if untargeted:
-            result = attack(model, x, y, targeted=False, **params)
+            result = spec.attack.run(model, x, y, spec.config, targeted=False, **seeds)
         else:
-            result = attack(model, x, target, targeted=True, true_labels=y, **params)
+            result = spec.attack.run(model, x, target, spec.config, targeted=True,
+                                     true_labels=y, **seeds)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)  # the seconds must include queued GPU work
     seconds = time.perf_counter() - start
     return _records(batch, y.cpu(), result, groups, seconds, device_name)
-
-
-def _example_seeds(attack: Callable[..., AttackResult], batch: Sequence[tuple[int, int]],
-                   seed: int) -> dict[str, Tensor]:
-    """``{"seeds": one seed per example}`` for an attack with a ``seeds`` keyword (its random
-    draws then follow the example, not the batch), else nothing."""
-    if "seeds" not in _keyword_parameters(attack):
-        return {}
-    return {"seeds": torch.tensor([example_seed(seed, i, t) for i, t in batch],
-                                  dtype=torch.int64)}
 
 
 def _expected_passes(left: Mapping[str, int], costs: Mapping[str, CostTally]) -> float | None:

@@ -82,7 +82,7 @@ def compile_update(update: Callable[..., Any], enabled: bool) -> Callable[..., A
     """``update`` itself, or captured by ``torch.compile`` (one fused graph per iteration; shapes
     marked dynamic, since the number of active images changes between windows; eta_k, a Python
     float, is then a symbolic input, so a new k does not recompile). Not in the paper: an
-    execution option of issue 17 (BENCHMARKS.md section 12)."""
+    execution option (BENCHMARKS.md section 12)."""
     if not enabled:
         return update
     return torch.compile(update, dynamic=True, fullgraph=True)
@@ -121,6 +121,9 @@ def balance_rho(rho: Tensor, primal: Tensor, dual: Tensor, mu: float = 10.0,
 
 @dataclass(frozen=True)
 class ADMMParams:
+    """The constants of one ADMM problem; their ranges are the rules of
+    :class:`~strattack.attacks.admm_config.ADMMConfig`, which builds them."""
+
     rho: float = 1.0      # penalty parameter of the augmented Lagrangian (6)
     gamma: float = 1.0    # weight of D(delta)
     tau: float = 2.0      # weight of the group sparsity g(delta)
@@ -132,18 +135,6 @@ class ADMMParams:
     # Residual balancing (Boyd et al. 2011, sec. 3.4.1; not in the paper): a per-image rho in the
     # state, doubled / halved when one residual exceeds the other 10-fold (main stage only).
     adaptive_rho: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.rho > 0:
-            raise ValueError(f"rho must be > 0, got {self.rho}")
-        if self.rho_delta is not None and not self.rho_delta > 0:
-            raise ValueError(f"rho_delta must be > 0 or None, got {self.rho_delta}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if self.adaptive_rho and self.rho_delta is not None:
-            raise ValueError("adaptive_rho balances one rho; it cannot be combined with rho_delta")
-        if self.gamma < 0 or self.tau < 0:
-            raise ValueError(f"gamma and tau must be >= 0, got gamma={self.gamma}, tau={self.tau}")
 
     def delta_penalty(self, rho: float | Tensor) -> float | Tensor:
         """The penalty of the constraint z = delta: rho_delta, or ``rho`` (the current rho, per
@@ -159,8 +150,6 @@ class StructuredADMM:
 
     def __init__(self, params: ADMMParams, groups: GroupSpec | None, lo: Tensor, hi: Tensor,
                  overlap: OverlapMode = "exact", compiled: bool = False) -> None:
-        if overlap not in ("exact", "group"):
-            raise ValueError(f"overlap must be 'exact' or 'group', got {overlap!r}")
         self.params = params
         self._update = compile_update(self._update_eager, compiled)
         # tau = 0 removes the y-block entirely: no copies, no duals v.

@@ -26,16 +26,11 @@ def soft_threshold(a: Tensor, threshold: float) -> Tensor:
 @dataclass(frozen=True)
 class Distortion:
     """D(delta) = ||delta||_2^2 ("l2", the paper's choice, eq. 10), ||delta||_1 ("l1") or
-    beta*||delta||_1 + ||delta||_2^2 ("elastic", the EAD objective)."""
+    beta*||delta||_1 + ||delta||_2^2 ("elastic", the EAD objective). The name and beta >= 0 are
+    rules of the attack configurations that build it."""
 
     name: DistortionName = "l2"
     beta: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.name not in ("l2", "l1", "elastic"):
-            raise ValueError(f"distortion must be 'l2', 'l1' or 'elastic', got {self.name!r}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
 
     def value(self, delta: Tensor) -> Tensor:
         """D(delta) per image, (N,)."""
