@@ -129,7 +129,8 @@ def test_resize_path_keeps_inputs_in_the_unit_box(run, tmp_path):
     for shape, low, high in spy.seen:
         assert shape[1:] == (1, 32, 32) and low >= 0.0 and high <= 1.0
     with sqlite3.connect(tmp_path / TRANSFER_STORE_NAME) as db:
-        assert dict(db.execute("SELECT * FROM meta"))["model spy32"].endswith("@ 32x32")
+        meta = dict(db.execute("SELECT * FROM meta"))
+    assert json.loads(meta["model spy32"]).endswith("@ 32x32")       # metadata is JSON
 
 
 @pytest.mark.parametrize("model, match", [

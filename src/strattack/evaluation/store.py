@@ -11,12 +11,16 @@ canonical JSON. Two runs with different parameters never mix their rows.
 Each example also records the device it ran on (e.g. ``cpu (1 thread)`` or
 ``cuda:0 NVIDIA H100 80GB HBM3``): shards may run on different machines, and a mean of seconds
 over a CPU and a GPU means nothing. Stores written before this column have NULL there.
+
+Schema versions (``meta['schema']``, see :mod:`.sqlite_store`): 1 is the layout below with text
+metadata (0.1.0; earlier files may lack ``label``, ``settings`` or ``device``); 2 has every
+column; 3 holds metadata as JSON (``bundled`` a bool, ``weights`` None or a path,
+``group_size`` a number).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from .sqlite_store import (Migration, MetaValue, SQLiteStore, StoreError,
+                           optional_text, table_columns, truth_text)
 
 __all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_stores",
            "LOCATION_KEYS", "STORE_NAME"]
@@ -35,25 +40,15 @@ __all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_st
 #: The store of a run folder (a shard writes its own, see ``config.shard_store_name``).
 STORE_NAME = "results.sqlite"
 
-#: Columns of ``examples`` in table order (``device`` last: older stores gain it by ALTER TABLE).
+#: Columns of ``examples`` in table order (``device`` last: older stores gain it by a migration).
 EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "l1", "l2", "linf",
                    "groups", "forward_passes", "backward_passes", "seconds", "batch_size",
                    "shape", "perturbation", "device")
-
-SCHEMA_VERSION = "1"
 
 #: ``meta`` entries that say where things were found, not what they are (e.g. the data folder):
 #: they may differ between runs and shards (another machine, a moved folder), so they are not
 #: compared when a store is reopened; the latest run's value is kept.
 LOCATION_KEYS = frozenset({"data_root"})
-
-_TABLES = {"meta", "attacks", "examples"}
-
-
-class StoreError(DataError):
-    """A file that cannot serve as a result store: not SQLite, truncated, corrupt, or another
-    program's database."""
-
 
 def store_error(path: str | Path, err: BaseException) -> StoreError:
     """The StoreError for ``path`` that SQLite refused with ``err``."""
@@ -62,28 +57,13 @@ def store_error(path: str | Path, err: BaseException) -> StoreError:
                       "run `strattack eval` into another output folder")
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write (``mode=ro``), so reading works in a read-only folder and
-    never migrates or otherwise touches a store that only a report looks at. Where SQLite cannot
-    create the WAL index next to it (a read-only folder), nobody can be writing the store, so it
-    is opened as immutable."""
-    uri = path.resolve().as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=60)
-    try:
-        db.execute("SELECT name FROM sqlite_master").fetchall()
-    except sqlite3.OperationalError:
-        db.close()
-        if os.access(path.parent, os.W_OK):
-            raise
-        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
-    return db
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_TABLES_V1 = ("""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""", """
 CREATE TABLE IF NOT EXISTS attacks (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, params TEXT NOT NULL,
     label TEXT,                    -- display name given by the run (e.g. from a config file)
-    settings TEXT);                -- JSON of every keyword the attack ran with, defaults included
+    settings TEXT)                 -- JSON of every keyword the attack ran with, defaults included
+""", """
 CREATE TABLE IF NOT EXISTS examples (
     attack TEXT NOT NULL REFERENCES attacks(key),
     image INTEGER NOT NULL,        -- index of the image in the dataset
@@ -97,8 +77,20 @@ CREATE TABLE IF NOT EXISTS examples (
     shape TEXT NOT NULL,           -- JSON shape of the perturbation
     perturbation BLOB NOT NULL,    -- zlib-compressed float32, C order
     device TEXT,                   -- where it ran, e.g. 'cpu (2 threads)'; NULL: not recorded
-    PRIMARY KEY (attack, image, target));
-"""
+    PRIMARY KEY (attack, image, target))""")
+
+#: How the metadata entries that are not text read from their text form (schema 1 and callers
+#: that give text).
+_TEXT_PARSERS = {"bundled": truth_text, "weights": optional_text, "group_size": int}
+
+#: Schema changes, the n-th from version n to n + 1 (see the module's docstring).
+MIGRATIONS = (
+    Migration(tables=_TABLES_V1),
+    # Files written before labels, settings and devices were kept.
+    Migration(columns=(("attacks", "label TEXT"), ("attacks", "settings TEXT"),
+                       ("examples", "device TEXT"))),
+    Migration(meta_as_json=True, text_parsers=_TEXT_PARSERS),
+)
 
 
 def attack_key(name: str, params: Mapping[str, Any]) -> str:
@@ -141,7 +133,7 @@ def _unpack(shape: str, blob: bytes) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype=np.float32).reshape(json.loads(shape)).copy()
 
 
-class ResultStore:
+class ResultStore(SQLiteStore):
     """The SQLite file at ``path`` (created with its folder if missing).
 
     ``meta`` records what the examples refer to (dataset, model, ...). Opening an existing
@@ -151,91 +143,25 @@ class ResultStore:
     A file that is not a usable store raises :class:`StoreError` naming it.
     """
 
-    def __init__(self, path: str | Path, meta: Mapping[str, str] | None = None, *,
+    MIGRATIONS = MIGRATIONS
+    TABLES = frozenset({"meta", "attacks", "examples"})
+    TEXT_PARSERS = _TEXT_PARSERS
+    LOCATION_KEYS = LOCATION_KEYS
+
+    def __init__(self, path: str | Path, meta: Mapping[str, MetaValue] | None = None, *,
                  read_only: bool = False) -> None:
-        self.path = Path(path)
-        self.read_only = read_only
-        if read_only and not self.path.is_file():
-            raise FileNotFoundError(f"no store {self.path}")
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as err:
-            raise store_error(self.path, err) from err
-        try:
-            self._check_meta({"schema": SCHEMA_VERSION, **(dict(meta) if meta else {})})
-        except BaseException:
-            self._db.close()
-            raise
+        super().__init__(path, meta, read_only=read_only)
+        # A read-only store keeps the columns its version had: reads name only those.
+        self._columns = {t: table_columns(self._db, t) for t in ("attacks", "examples")}
 
-    def _open(self) -> sqlite3.Connection:
-        if self.read_only:
-            db = _open_read_only(self.path)
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if not _TABLES <= tables:
-                db.close()
-                raise sqlite3.DatabaseError(f"an SQLite file without the tables "
-                                            f"{sorted(_TABLES - tables)}")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.executescript(_SCHEMA)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(attacks)")}
-                if "label" not in columns:      # stores written before labels were kept
-                    db.execute("ALTER TABLE attacks ADD COLUMN label TEXT")
-                if "settings" not in columns:   # stores written before settings were kept
-                    db.execute("ALTER TABLE attacks ADD COLUMN settings TEXT")
-                columns = {row[1] for row in db.execute("PRAGMA table_info(examples)")}
-                if "device" not in columns:     # stores written before devices were kept
-                    db.execute("ALTER TABLE examples ADD COLUMN device TEXT")
-            except BaseException:
-                db.close()
-                raise
-        # Read-only stores are not migrated: reads name only the columns this one has.
-        self._columns = {t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")}
-                         for t in ("attacks", "examples")}
-        return db
+    def unreadable(self, err: BaseException) -> StoreError:
+        return store_error(self.path, err)
 
-    def _check_meta(self, meta: Mapping[str, str]) -> None:
-        try:
-            stored = self.meta()
-        except sqlite3.DatabaseError as err:
-            raise store_error(self.path, err) from err
-        clash = {k: (stored[k], v) for k, v in meta.items()
-                 if k in stored and stored[k] != str(v) and k not in LOCATION_KEYS}
-        if clash:
-            detail = "; ".join(f"{k}: store has {a!r}, this run {b!r}" for k, (a, b) in clash.items())
-            raise ValueError(f"{self.path} holds a different evaluation ({detail}); "
-                             "use another output directory")
-        if self.read_only:
-            return
-        with self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                                 [(k, str(v)) for k, v in meta.items() if k not in LOCATION_KEYS])
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 [(k, str(v)) for k, v in meta.items() if k in LOCATION_KEYS])
-
-    def _transaction(self) -> "_Tx":
-        if self.read_only:
-            raise ValueError(f"{self.path} was opened read-only")
-        return _Tx(self._db)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "ResultStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def meta_clash(self, detail: str) -> ValueError:
+        return ValueError(f"{self.path} holds a different evaluation ({detail}); "
+                          "use another output directory")
 
     # ---------------------------------------------------------------- reading
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-
     def attacks(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """attack key -> (name, params), in insertion order."""
         rows = self._db.execute("SELECT key, name, params FROM attacks ORDER BY rowid")
@@ -335,17 +261,6 @@ class ResultStore:
             return self._db.total_changes - before
 
 
-class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
 def settings_clash(path: Path, key: str, stored: str, new: str) -> str:
     """The error for one attack key run with two different settings."""
     old, now = json.loads(stored), json.loads(new)
@@ -385,14 +300,13 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
             continue
         seen.add(src.resolve())
         with ResultStore(src, read_only=True) as source:   # StoreError if it is none
-            meta = source.meta()
+            meta = source.typed_meta()
         with ResultStore(dest, meta) as out:
             out._db.execute("ATTACH DATABASE ? AS src", (str(src),))
             try:
                 with out._transaction():
                     before = out._db.total_changes
-                    src_cols = {row[1] for row in
-                                out._db.execute("PRAGMA src.table_info(attacks)")}
+                    src_cols = table_columns(out._db, "attacks", "src")
                     label = "label" if "label" in src_cols else "NULL"
                     settings = "settings" if "settings" in src_cols else "NULL"
                     _check_merged_settings(out, src, settings)
@@ -406,8 +320,7 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                                         "examples e WHERE e.attack = attacks.key)")
                     n_attacks = out._db.total_changes - before
                     # By column name: a source written before a column existed gives NULL.
-                    have = {row[1] for row in
-                            out._db.execute("PRAGMA src.table_info(examples)")}
+                    have = table_columns(out._db, "examples", "src")
                     picked = ", ".join(c if c in have else "NULL" for c in EXAMPLE_COLUMNS)
                     out._db.execute(f"INSERT OR IGNORE INTO examples ({', '.join(EXAMPLE_COLUMNS)}) "
                                     f"SELECT {picked} FROM src.examples")

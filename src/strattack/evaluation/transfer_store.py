@@ -3,17 +3,19 @@ receiving model, image, target), beside the `strattack eval` store whose example
 
 Same guarantees as :mod:`.store`: each batch is one transaction (a killed run leaves whole
 batches), and the primary key makes a rerun skip what is done and never duplicate a row.
+
+Schema versions (``meta['schema']``, see :mod:`.sqlite_store`): 0 is the layout below with text
+metadata and no recorded version (0.1.0); 1 the same with its version; 2 holds metadata as JSON
+(``source_weights`` None or a path).
 """
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from .store import StoreError
+from .sqlite_store import MetaValue, Migration, SQLiteStore, StoreError, optional_text
 
 __all__ = ["TRANSFER_STORE_NAME", "TransferRecord", "TransferStore"]
 
@@ -22,13 +24,14 @@ TRANSFER_STORE_NAME = "transfer.sqlite"
 #: meta keys that say where things are, not what they are: a moved run folder is the same run.
 _LOCATION_KEYS = frozenset({"source_run"})
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_TABLES_V1 = ("""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""", """
 CREATE TABLE IF NOT EXISTS sources (
     attack TEXT PRIMARY KEY,       -- attack key in the source store
     label TEXT NOT NULL,
     examples INTEGER NOT NULL,     -- stored examples of the attack
-    successes INTEGER NOT NULL);   -- of which succeeded on the source model (the transferred)
+    successes INTEGER NOT NULL)    -- of which succeeded on the source model (the transferred)
+""", """
 CREATE TABLE IF NOT EXISTS transfers (
     attack TEXT NOT NULL, model TEXT NOT NULL, image INTEGER NOT NULL, target INTEGER NOT NULL,
     true_label INTEGER NOT NULL,
@@ -36,8 +39,17 @@ CREATE TABLE IF NOT EXISTS transfers (
     top5 INTEGER,                  -- targeted: target in the top 5; untargeted: NULL
     clean_top1 INTEGER NOT NULL,   -- the same on the clean image (the chance baseline)
     clean_top5 INTEGER,
-    PRIMARY KEY (attack, model, image, target));
-"""
+    PRIMARY KEY (attack, model, image, target))""")
+
+#: How the metadata entries that are not text read from their text form (schema 1 and callers
+#: that give text).
+_TEXT_PARSERS = {"source_weights": optional_text}
+
+#: Schema changes, the n-th from version n to n + 1 (see the module's docstring).
+_MIGRATIONS = (
+    Migration(tables=_TABLES_V1),
+    Migration(meta_as_json=True, text_parsers=_TEXT_PARSERS),
+)
 
 
 @dataclass(frozen=True)
@@ -53,61 +65,27 @@ class TransferRecord:
     clean_top5: bool | None
 
 
-class TransferStore:
+class TransferStore(SQLiteStore):
     """The SQLite file at ``path`` (created if missing). ``meta`` (source run, dataset, model,
     ``model <name>`` -> spec per receiving model) must agree with what the file holds: a
     receiving model name reused for another model would mix two models' rows."""
 
-    def __init__(self, path: str | Path, meta: Mapping[str, str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-        except sqlite3.DatabaseError as err:
-            raise _store_error(self.path, err) from err
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-            self._check_meta(meta)
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise _store_error(self.path, err) from err
-        except BaseException:
-            self._db.close()
-            raise
+    MIGRATIONS = _MIGRATIONS
+    TABLES = frozenset({"meta", "sources", "transfers"})
+    TEXT_PARSERS = _TEXT_PARSERS
+    LOCATION_KEYS = _LOCATION_KEYS
 
-    def _check_meta(self, meta: Mapping[str, str]) -> None:
-        stored = self.meta()
-        clash = [f"{k}: the store has {stored[k]!r}, this run {v!r}" for k, v in meta.items()
-                 if stored.get(k, v) != v and k not in _LOCATION_KEYS]
-        if clash:
-            raise ConfigError(f"{self.path} holds other transfer results ({'; '.join(clash)}); "
-                              "use another output folder (-o) or another model name")
-        with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+    def __init__(self, path: str | Path, meta: Mapping[str, MetaValue]) -> None:
+        super().__init__(path, meta)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """All of the block's writes or none (a batch is never half-written)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def unreadable(self, err: BaseException) -> StoreError:
+        return StoreError(f"{self.path} is not a readable transfer store ({err}): it may be "
+                          "truncated or another kind of file; delete it or choose another folder "
+                          "with -o")
 
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "TransferStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+    def meta_clash(self, detail: str) -> ValueError:
+        return ConfigError(f"{self.path} holds other transfer results ({detail}); use another "
+                           "output folder (-o) or another model name")
 
     def set_source(self, key: str, label: str, examples: int, successes: int) -> None:
         """Record how many of the attack's stored examples succeeded on the source model."""
@@ -146,11 +124,6 @@ class TransferStore:
         names = ("top-1 %", "top-5 %", "clean top-1 %", "clean top-5 %")
         return {"examples": len(kept),
                 **{n: _percent([r[j] for r in kept]) for j, n in enumerate(names)}}
-
-
-def _store_error(path: Path, err: BaseException) -> StoreError:
-    return StoreError(f"{path} is not a readable transfer store ({err}): it may be truncated "
-                      "or another kind of file; delete it or choose another folder with -o")
 
 
 def _int(flag: bool | None) -> int | None:
