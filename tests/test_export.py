@@ -124,7 +124,7 @@ def test_a_model_that_does_not_load(run, tmp_path):
     copy.mkdir()
     shutil.copy(run / "results.sqlite", copy / "results.sqlite")
     with sqlite3.connect(copy / "results.sqlite") as db:
-        db.execute("UPDATE meta SET value = 'nopackage.nomodule:build' WHERE key = 'model'")
+        db.execute("UPDATE meta SET value = '\"nopackage.nomodule:build\"' WHERE key = 'model'")
     result = export(ExportOptions(copy, "png"))
     assert result.lines[0].startswith("note: 8-bit images not re-checked: the store's model "
                                       "does not load")
