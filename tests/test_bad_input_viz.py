@@ -209,16 +209,27 @@ class FakeBar:
         pass
 
 
-def test_evaluation_progress_moves_inside_a_batch_and_learns_passes_per_example(tmp_path,
-                                                                                  monkeypatch):
+def fake_bars(monkeypatch) -> list[FakeBar]:
+    """The bars run_evaluation makes from now on, as FakeBars."""
     import strattack.evaluation.runner as runner
 
     bars: list[FakeBar] = []
     monkeypatch.setattr(runner, "_progress", lambda enabled, total: bars.append(FakeBar()) or bars[-1])
+    return bars
+
+
+def four_targeted_examples() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, list]:
+    """A tiny model, 4 images, their labels and one targeted example per image."""
     model = small_cnn(1, seed=2)
     x = torch.rand(4, 1, 8, 8)
     labels = model(x).argmax(1)
-    tasks = [(i, int(labels[i] + 1) % 5) for i in range(4)]
+    return model, x, labels, [(i, int(labels[i] + 1) % 5) for i in range(4)]
+
+
+def test_evaluation_progress_moves_inside_a_batch_and_learns_passes_per_example(tmp_path,
+                                                                                  monkeypatch):
+    bars = fake_bars(monkeypatch)
+    model, x, labels, tasks = four_targeted_examples()
     spec = AttackSpec("cw_l2", FAST["cw_l2"])
     lines: list[str] = []
     with ResultStore(tmp_path / "r.sqlite") as store:
@@ -230,7 +241,8 @@ def test_evaluation_progress_moves_inside_a_batch_and_learns_passes_per_example(
         assert len(first.updates) > 1 and first.n == passes      # many updates within one batch
         assert first.totals[0] is None                           # nothing known yet: no total
         assert lines == []                                       # and no time estimate
-        assert first.postfix[-1] == "cw_l2: 2/2 examples"
+        assert first.postfix[0] == "cw_l2: 0/2 examples, 0/2 in all, estimating…"
+        assert first.postfix[-1] == "cw_l2: 2/2 examples, 2/2 in all"
         run_evaluation(model, x, labels, tasks, [spec], store, batch_size=2, group_size=2,
                        log=lines.append)
         second = bars[-1]
@@ -238,6 +250,40 @@ def test_evaluation_progress_moves_inside_a_batch_and_learns_passes_per_example(
     assert second.totals[0] == passes
     assert len(lines) == 1 and lines[0].startswith("estimated time: ~")
     assert "(from 2 finished examples of cw_l2 on this device)" in lines[0]
+
+
+def test_bar_has_a_total_of_examples_and_passes_from_the_first_batch_of_the_first_attack(
+        tmp_path, monkeypatch):
+    """Before any batch ends the bar says how many examples there are and that it is still
+    estimating; after the first batch of the first attack, its passes per example stand in for
+    the attacks not started yet, so the bar has a total (and tqdm an ETA) for the whole run."""
+    bars = fake_bars(monkeypatch)
+    model, x, labels, tasks = four_targeted_examples()
+    specs = [AttackSpec("fgm", FAST["fgm"]), AttackSpec("cw_l2", FAST["cw_l2"])]
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_evaluation(model, x, labels, tasks, specs, store, batch_size=2, group_size=2)
+        fgm = list(store.records(next(iter(store.attacks()))))        # registered first
+    bar = bars[-1]
+    assert bar.postfix[0] == "fgm: 0/4 examples, 0/8 in all, estimating…"
+    assert bar.totals[0] is None
+    first_batch = sum(r.forward_passes for r in fgm[:2])
+    # after fgm's first batch: its passes per example times the 6 examples left, fgm's and cw's
+    assert bar.postfix[1] == "fgm: 2/4 examples, 2/8 in all"
+    assert bar.totals[1] == first_batch + round(first_batch / 2 * 6)
+    assert all(total is not None for total in bar.totals[1:])
+    assert bar.postfix[-1] == "cw_l2: 4/4 examples, 8/8 in all"
+
+
+def test_a_total_the_passes_outrun_is_dropped_until_the_batch_ends():
+    import strattack.evaluation.runner as runner
+
+    bar = FakeBar()
+    bar.total = 10
+    advance = runner._advance(bar)
+    advance(8)
+    assert bar.total == 10
+    advance(4)                                  # 12 of 10: the guess was low
+    assert bar.n == 12 and bar.total is None
 
 
 def _record(image: int, seconds: float, passes: int, device: str) -> ExampleRecord:

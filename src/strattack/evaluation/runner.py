@@ -7,7 +7,9 @@ interrupted run resumes where it stopped and n shards (``shard=(i, n)``) can sha
 Progress is counted in model passes (one image through the model), reported by every attack
 from inside a batch (:mod:`strattack.progress`), so a batch of minutes still moves the bar. The
 expected passes and seconds per example come from the examples of the same attack already in
-the store (:class:`CostTally`), including the batches this run has just finished.
+the store (:class:`CostTally`), including the batches this run has just finished; an attack with
+none yet is guessed at the passes per example of the others, so the bar has a total and an ETA
+from the first finished batch on.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..progress import report_passes
+from ..progress import PassHook, report_passes
 from ..result import AttackResult
 from ..solver.groups import GroupSpec
 from . import defaults
@@ -188,8 +190,9 @@ def run_evaluation(
         finished_elsewhere: other stores of the same evaluation (read only); examples finished
             there are skipped too. A shard run uses it to skip what an earlier unsharded run
             in the same folder already did, so a run can be split into shards part-way.
-        progress: show a bar of model passes (with the examples done per attack), with an ETA
-            once the store knows the passes per example of the attacks left.
+        progress: show a bar of model passes (with the examples done, of the current attack
+            and of the run), with an ETA once any example is finished (in the store or by this
+            run); "estimating…" before.
         log: where to say up front how long the run should take (see :func:`estimate_line`),
             when earlier examples in the store tell.
         seed: the run's seed. An attack with random draws (a ``seeds`` keyword, e.g. ifgsm's
@@ -232,8 +235,7 @@ def run_evaluation(
                 summary.skipped[spec.display] += skipped
                 left[key] -= skipped
                 if bar is not None:
-                    _show_progress(bar, spec.display, len(pending) - left[key], len(pending),
-                                   _expected_passes(left, costs))
+                    _show_progress(bar, spec.display, key, todo, left, costs)
                 if not batch:
                     continue
                 rows = torch.tensor([row_of[i] for i, _ in batch], device=device)
@@ -245,8 +247,7 @@ def run_evaluation(
                 summary.attacked[spec.display] += len(batch)
                 summary.successes[spec.display] += sum(r.success for r in records)
             if bar is not None:
-                _show_progress(bar, spec.display, len(pending), len(pending),
-                               _expected_passes(left, costs))
+                _show_progress(bar, spec.display, key, todo, left, costs)
     finally:
         if bar is not None:
             bar.close()
@@ -281,7 +282,7 @@ def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
     start = time.perf_counter()
     # Every model pass inside the attack moves the bar (bar.update is cheap and redraws at most
     # ~10 times a second). Without a bar, a caller's hook stays.
-    with report_passes(bar.update) if bar is not None else nullcontext():
+    with report_passes(_advance(bar)) if bar is not None else nullcontext():
         if untargeted:
             result = spec.attack.run(model, x, y, spec.config, targeted=False, **seeds)
         else:
@@ -293,25 +294,54 @@ def _attack_batch(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor,
     return _records(batch, y.cpu(), result, groups, seconds, device_name)
 
 
+def _advance(bar: Any) -> PassHook:
+    """``bar.update``; a total the passes outrun (a first guess from another attack was too
+    low) is dropped until the batch ends and re-estimates it, instead of showing over 100 %."""
+    def hook(images: int) -> None:
+        bar.update(images)
+        if bar.total is not None and bar.n > bar.total:
+            bar.total = None
+    return hook
+
+
 def _expected_passes(left: Mapping[str, int], costs: Mapping[str, CostTally]) -> float | None:
     """Model passes the examples still to attack should take (including the batch about to
-    start), or None while an attack with work left has no finished example to go by."""
+    start), or None while no attack has a finished example to go by. An attack without finished
+    examples of its own is guessed at the passes per example of all finished examples, so the
+    bar has a total from the first finished batch on; its own batches then replace the guess."""
+    guess = _pooled_passes_per_example(costs.values())
     total = 0.0
     for key, count in left.items():
         if count == 0:
             continue
-        per = costs[key].passes_per_example
+        own = costs[key].passes_per_example
+        per = own if own is not None else guess
         if per is None:
             return None
         total += per * count
     return total
 
 
-def _show_progress(bar: Any, label: str, done: int, of: int, passes_left: float | None) -> None:
-    """At a batch boundary: examples done of the current attack, and the bar's total re-estimated
-    as the passes made so far plus those expected for the rest (None: count without a total)."""
+def _pooled_passes_per_example(tallies: Iterable[CostTally]) -> float | None:
+    """Passes per example over the finished examples of every attack; None without any."""
+    examples = passes = 0
+    for tally in tallies:
+        examples += tally.examples
+        passes += tally.passes
+    return passes / examples if examples else None
+
+
+def _show_progress(bar: Any, label: str, key: str, todo: Mapping[str, Sequence[Example]],
+                   left: Mapping[str, int], costs: Mapping[str, CostTally]) -> None:
+    """At a batch boundary: the bar's total re-estimated as the passes made so far plus those
+    expected for the rest (None: no estimate yet, so the bar counts without one), and the
+    examples done of the current attack (``key``, named ``label``) and of the whole run."""
+    passes_left = _expected_passes(left, costs)
     bar.total = None if passes_left is None else bar.n + round(passes_left)
-    bar.set_postfix_str(f"{label}: {done}/{of} examples", refresh=False)
+    of, everything = len(todo[key]), sum(len(examples) for examples in todo.values())
+    note = (f"{label}: {of - left[key]}/{of} examples, "
+            f"{everything - sum(left.values())}/{everything} in all")
+    bar.set_postfix_str(note + (", estimating…" if passes_left is None else ""), refresh=False)
     bar.refresh()
 
 

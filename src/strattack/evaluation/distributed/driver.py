@@ -196,6 +196,8 @@ def _collect(ray: ModuleType, pending: dict[Any, Shard], store: Path, summary: R
             if bar is not None:
                 running = [shard.index for shard in pending.values()]
                 bar.n = merged + ray.get(progress.examples.remote(running))
+                # As the local bar: no rate, so no ETA, before the first example is back.
+                bar.set_postfix_str("" if bar.n else "estimating…", refresh=False)
                 bar.refresh()
 
 
