@@ -329,3 +329,75 @@ def test_str_attack_lists_admm_attacks_keywords_with_the_same_defaults():
     differ = {n for n in admm if linf[n] != admm[n]}
     assert differ == {"epsilon", "refine_gamma", "refine_misses"}
     assert linf["refine_gamma"][0] == 0.0 and linf["refine_misses"][0] is True and linf["epsilon"][0] is inspect.Parameter.empty
+
+
+# --- models that break the gradient, the dtype or the output type ------------------------------
+
+class _NoGradForward(torch.nn.Module):
+    """Its forward runs under torch.no_grad(): the logits do not depend on x through autograd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_cnn(1)
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x)
+
+
+class _DetachedInput(_NoGradForward):
+    """Its parameters still take gradients, but the input is detached."""
+
+    def forward(self, x):
+        return self.net(x.detach())
+
+
+class _OtherDtypeHead(_NoGradForward):
+    """float32 layers, then a head in another dtype: the logits come back in that dtype."""
+
+    def __init__(self, dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.head = torch.nn.Linear(5, 5).to(dtype)
+
+    def forward(self, x):
+        return self.head(self.net(x).to(self.dtype))
+
+
+@pytest.mark.parametrize("broken", [_NoGradForward, _DetachedInput])
+@pytest.mark.parametrize("attack,kw", EVERY_ATTACK, ids=IDS)
+def test_a_model_without_a_gradient_to_its_inputs_is_a_clear_error(attack, kw, broken):
+    model = broken().eval()
+    x = _cnn_case()[1]
+    y = model(x).argmax(1)                               # untargeted: nothing is done yet
+    with pytest.raises(ValueError, match=r"do not depend on its inputs through autograd.*"
+                                         r"torch\.no_grad\(\).*\.detach\(\)"):
+        attack(model, x, y, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("attack,kw", EVERY_ATTACK, ids=IDS)
+def test_logits_in_another_dtype_than_the_inputs_are_attacked_in_the_inputs_dtype(attack, kw,
+                                                                                  dtype):
+    torch.manual_seed(0)
+    model = _OtherDtypeHead(dtype).eval()
+    x = _cnn_case()[1]
+    y = model(x).argmax(1)
+    res = attack(model, x, y, **kw)
+    assert res.adv.dtype == x.dtype and res.adv.shape == x.shape
+    with torch.no_grad():
+        assert torch.equal(res.success, model(res.adv).float().argmax(1) != y)
+
+
+def test_a_model_returning_a_tuple_names_the_fix():
+    model = small_cnn(1)
+    x, y = _cnn_case()[1:]
+    with pytest.raises(TypeError, match=r"returns a tuple of 2.*lambda x: model\(x\)\[0\]"):
+        cw_l2(lambda v: (model(v), v), x, y, max_iterations=2)
+
+
+def test_inputs_on_the_meta_device_are_a_clear_error():
+    model = small_cnn(1)
+    x = torch.empty(2, 1, 6, 6, device="meta")
+    with pytest.raises(ValueError, match="meta device"):
+        fgm(model, x, torch.tensor([1, 2], device="meta"))

@@ -25,6 +25,9 @@ def check_inputs(inputs: Tensor, images: bool = False) -> None:
     spatial groups need them; the others take any per-example shape, as adv_lib's do)."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.is_meta:
+        raise ValueError("inputs are on the meta device (shapes without data); attack real "
+                         "images on the cpu or a GPU")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor in [0, 1], got dtype {inputs.dtype}")
     if images and inputs.ndim != 4:
@@ -63,6 +66,11 @@ def check_logits(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
             raise ValueError(f"the model failed on the inputs (shape {tuple(inputs.shape)}, dtype "
                              f"{inputs.dtype}, device {inputs.device}): {err}. Give images of "
                              "the shape, channels and device the model expects") from err
+    if isinstance(logits, (tuple, list)):
+        raise TypeError(f"the model returns a {type(logits).__name__} of "
+                        f"{len(logits)}, but attacks need the logits tensor alone: wrap it, e.g. "
+                        "`lambda x: model(x)[0]` (or an nn.Module whose forward returns the "
+                        "logits), where item 0 holds the logits")
     if not isinstance(logits, Tensor):
         raise TypeError(f"the model must return a logits tensor of shape (N, K), "
                         f"got {type(logits).__name__}")

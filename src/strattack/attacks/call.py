@@ -81,14 +81,16 @@ def _parameter_dtype(model: Any) -> torch.dtype | None:
 
 
 class _InDtype:
-    """Calls a model on inputs cast to its own dtype and returns logits in the working dtype."""
+    """Calls a model on inputs cast to its own dtype (when it has one) and returns its logits in
+    the working dtype: a model whose last layer is ``.double()``, or that returns half-precision
+    logits, then meets the solver's tensors in one dtype."""
 
-    def __init__(self, model: Callable[[Tensor], Tensor], model_dtype: torch.dtype,
+    def __init__(self, model: Callable[[Tensor], Tensor], model_dtype: torch.dtype | None,
                  work_dtype: torch.dtype) -> None:
         self.model, self.model_dtype, self.work_dtype = model, model_dtype, work_dtype
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = self.model(x.to(self.model_dtype))
+        out = self.model(x if self.model_dtype is None else x.to(self.model_dtype))
         if isinstance(out, Tensor) and out.is_floating_point():
             return out.to(self.work_dtype)
         return out
@@ -100,11 +102,9 @@ def working_dtype(inputs: Tensor) -> torch.dtype:
     return torch.float32 if inputs.dtype in HALF_DTYPES else inputs.dtype
 
 
-def _adapted(model: Any, work_dtype: torch.dtype) -> Any:
+def _adapted(model: Any, work_dtype: torch.dtype) -> _InDtype:
     model_dtype = _parameter_dtype(model)
-    if model_dtype is None or model_dtype == work_dtype:
-        return model
-    return _InDtype(model, model_dtype, work_dtype)
+    return _InDtype(model, None if model_dtype == work_dtype else model_dtype, work_dtype)
 
 
 def _back_to_input_dtype(result: AttackResult, inputs: Tensor, model: Any, labels: Tensor,

@@ -64,6 +64,7 @@ class AttackCall:
     clean_margin: Tensor    # logit_margin at the inputs, from the validation pass
     counter: PassCounter
     confidence: float = 0.0  # kappa: success means the wanted class wins by at least kappa
+    gradient_checked: bool = False   # whether the first gradient pass was seen to reach x
 
     @classmethod
     def start(cls, model: Model, inputs: Tensor, labels: Tensor, targeted: bool,
@@ -87,6 +88,9 @@ class AttackCall:
         pass whenever a gradient flows back through these logits."""
         out = self.model(x)
         self.counter.add_forward(idx, stage)
+        if not self.gradient_checked and x.requires_grad and torch.is_grad_enabled():
+            check_gradient_reaches(out, x)
+            self.gradient_checked = True
         if out.requires_grad:
             out.register_hook(lambda grad: self.counter.add_backward(idx, stage))
         return out
@@ -108,6 +112,33 @@ class AttackCall:
                             inputs=self.inputs, const=const, iterations=iterations,
                             forward_passes=counter.forward, backward_passes=counter.backward,
                             stages=counter.stages, unrefined=unrefined)
+
+
+GRADIENT_BROKEN = (
+    "the model's logits do not depend on its inputs through autograd, so no attack can follow "
+    "their gradient (every image would fail): is the forward pass run under torch.no_grad(), "
+    "or does it .detach() the inputs or the logits (or go through numpy)? Keep the forward "
+    "pass differentiable; the attacks switch gradients on and off themselves")
+
+
+def check_gradient_reaches(out: Tensor, x: Tensor) -> None:
+    """A ValueError unless the autograd graph of ``out`` leads back to ``x`` (checked once per
+    call, on the first pass that asks for a gradient: it costs a walk over the graph)."""
+    if not out.requires_grad or not _graph_reaches(out, x):
+        raise ValueError(GRADIENT_BROKEN)
+
+
+def _graph_reaches(out: Tensor, x: Tensor) -> bool:
+    seen, todo = set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node is x.grad_fn or getattr(node, "variable", None) is x:
+            return True
+        todo.extend(parent for parent, _ in node.next_functions)
+    return False
 
 
 def rows(t: Tensor, idx: Tensor, everyone: bool) -> Tensor:
