@@ -500,7 +500,7 @@ def test_bundled_alone_means_the_bundled_mnist_images(tmp_path):
     res = _eval(tmp_path, "--bundled", "-n", "1", "--targets", "next", "-a", "fgm")
     assert res.exit_code == 0 and res.output.startswith("mnist: 1 images"), res.output
     with ResultStore(tmp_path / "out" / "results.sqlite", read_only=True) as store:
-        assert store.meta()["dataset"] == "mnist" and store.meta()["bundled"] == "True"
+        assert store.meta()["dataset"] == "mnist" and store.meta()["bundled"] is True
     res = _eval(tmp_path, "-n", "1", "-a", "fgm", out="none")
     assert res.exit_code == 2 and "with --bundled it defaults to mnist" in res.output
     res = CliRunner().invoke(main, ["eval", "--help"])

@@ -538,7 +538,7 @@ def test_eval_on_an_image_folder_with_a_user_model_and_weights(tmp_path):
     assert res.exit_code == 0, res.output
     assert "3 images" in res.output and "6 examples" in res.output
     with ResultStore(tmp_path / "out" / "results.sqlite") as store:
-        assert store.meta()["group_size"] == "13"
+        assert store.meta()["group_size"] == 13
         (key,) = store.attacks()
         recs = list(store.records(key, with_perturbation=True))
     assert len(recs) == 6 and recs[0].perturbation.shape == (3, 224, 224)

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 
 from strattack.cli import main
 from strattack.errors import ConfigError
+from strattack.evaluation.config import EvalConfig
+from strattack.evaluation.evaluate import store_meta
 from strattack.evaluation.store import ResultStore, StoreError, merge_stores
 from strattack.evaluation.transfer_store import TransferStore
 
@@ -63,9 +65,7 @@ def run_0_1_0(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------ the 0.1.0 results store
 def test_a_0_1_0_store_opens_with_typed_metadata(run_0_1_0):
     with ResultStore(run_0_1_0 / "results.sqlite") as store:
-        assert store.typed_meta() == TYPED_META_0_1_0
-        # the text view is what 0.1.0 wrote, for readers that still compare text
-        assert store.meta() == {k: str(v) for k, v in TYPED_META_0_1_0.items()}
+        assert store.typed_meta() == store.meta() == TYPED_META_0_1_0
         assert store.count() == 15 and len(store.attacks()) == 5
     assert _rows(run_0_1_0 / "results.sqlite", "SELECT value FROM meta WHERE key = 'bundled'") \
         == [("true",)]                                      # migrated on disk: JSON
@@ -172,6 +172,14 @@ def test_metadata_reads_back_as_the_values_given(tmp_path):
         assert {k: store.typed_meta()[k] for k in meta} == meta
     with ResultStore(tmp_path / "s.sqlite", meta) as store:       # the same run resumes
         assert store.count() == 0
+
+
+def test_an_evaluation_gives_its_metadata_typed(tmp_path):
+    options = {"bundled": True, "out": tmp_path, "attacks": ("fgm",)}
+    meta = store_meta(EvalConfig.from_sources(None, options), 2)
+    assert meta["bundled"] is True and meta["weights"] is None and meta["group_size"] == 2
+    weighted = store_meta(EvalConfig.from_sources(None, options | {"weights": "w.pt"}), 2)
+    assert weighted["weights"] == "w.pt"
 
 
 def test_a_typed_entry_given_as_its_text_is_the_same_value(tmp_path):

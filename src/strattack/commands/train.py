@@ -2,6 +2,7 @@
 ``strattack train``."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -99,7 +100,7 @@ def adversarial_training_data(run: Path, dataset: str, data_root: Path
     return (images + deltas.to(images.dtype)).clamp(0, 1), labels
 
 
-def _check_source(meta: dict[str, str], run: Path, dataset: str) -> None:
+def _check_source(meta: Mapping[str, object], run: Path, dataset: str) -> None:
     if meta.get("dataset") != dataset or meta.get("split") != "train":
         raise DataError(f"{run} holds examples of dataset {meta.get('dataset')!r}, split "
                         f"{meta.get('split', 'test')!r}; adversarial training of {dataset} "

@@ -18,6 +18,7 @@ from . import defaults
 from .config import STORE_NAME, EvalConfig, parse_device, shown
 from .runner import RunSummary, device_description, run_evaluation
 from .selection import drop_misclassified, first_correct
+from .sqlite_store import MetaValue
 from .store import ResultStore
 from .examples import Example, make_examples, true_class_targets
 
@@ -146,13 +147,15 @@ def _examples(config: EvalConfig, data: EvaluationData, warn: Say) -> list[Examp
     return examples
 
 
-def store_meta(config: EvalConfig, group_size: int) -> dict[str, str]:
+def store_meta(config: EvalConfig, group_size: int) -> dict[str, MetaValue]:
     """What a store must agree with to be resumed (plus where the images were, not compared);
     ``group_size``: the dataset's (:class:`EvaluationData`)."""
-    meta = {"dataset": config.dataset if config.named_dataset
-            else str(Path(config.dataset).resolve()),
-            "bundled": str(config.bundled), "model": config.model_spec,
-            "weights": str(config.weights), "group_size": str(group_size)}
+    meta: dict[str, MetaValue] = {
+        "dataset": config.dataset if config.named_dataset
+        else str(Path(config.dataset).resolve()),
+        "bundled": config.bundled, "model": config.model_spec,
+        "weights": None if config.weights is None else str(config.weights),
+        "group_size": group_size}
     if config.split != "test":      # recorded only then: earlier test-split stores resume
         meta["split"] = config.split
     if config.named_dataset and not config.bundled:

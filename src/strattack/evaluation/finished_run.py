@@ -67,13 +67,13 @@ def load_store_context(store: ResultStore, data_root: str | Path | None = None,
 def load_store_data(store: ResultStore, data_root: str | Path | None = None) -> EvaluationData:
     """The images of :func:`load_store_context` alone, for a reader that needs no model (which
     may be a user's module that is not importable here)."""
-    meta = store.meta()
+    meta = store.typed_meta()
     # Only the images the store refers to (an image folder then decodes just those files).
     ids = sorted({i for key in store.attacks() for i, _ in store.done(key)})
     recorded = meta.get("data_root")
     try:
         root = data_root if data_root is not None else recorded
-        return load_evaluation_data(meta["dataset"], root, meta.get("bundled") == "True",
+        return load_evaluation_data(meta["dataset"], root, meta.get("bundled") is True,
                                     ids=ids, split=meta.get("split", "test"),
                                     image_size=_stored_image_size(store))
     except FileNotFoundError as err:
@@ -94,6 +94,5 @@ def _stored_image_size(store: ResultStore) -> int:
 
 def load_store_model(store: ResultStore, device: str | torch.device = "cpu") -> nn.Module:
     """The model a store's examples were made on (its ``meta``: model spec and weights)."""
-    meta = store.meta()
-    weights = None if meta.get("weights") in (None, "None") else meta["weights"]
-    return load_model(meta["model"], weights, device=device)
+    meta = store.typed_meta()
+    return load_model(meta["model"], meta.get("weights"), device=device)

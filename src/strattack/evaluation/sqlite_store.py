@@ -158,9 +158,9 @@ class SQLiteStore:
         return {k: json_value(k, v) for k, v in
                 self._db.execute("SELECT key, value FROM meta").fetchall()}
 
-    def meta(self) -> dict[str, str]:
-        """The metadata as text (``str`` of each value: ``'True'``, ``'None'``, ``'2'``)."""
-        return {k: str(v) for k, v in self.typed_meta().items()}
+    def meta(self) -> dict[str, MetaValue]:
+        """The metadata, typed: the same as :meth:`typed_meta`, under the name readers use."""
+        return self.typed_meta()
 
     def _check_meta(self, given: Mapping[str, object]) -> None:
         """Refuse ``given`` metadata that disagrees with the file's; record what is new (and,

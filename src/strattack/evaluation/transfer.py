@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
 from .report import interval_text, store_labels
+from .sqlite_store import MetaValue
 from .store import ResultStore
 from .finished_run import load_store_context
 from .examples import UNTARGETED
@@ -184,12 +185,12 @@ def validate_receiver(receiver: Receiver, data: EvaluationData,
                           f"(1, {data.num_classes}) logits of the {data.name} classes")
 
 
-def _meta(store: ResultStore, receivers: Sequence[Receiver]) -> dict[str, str]:
+def _meta(store: ResultStore, receivers: Sequence[Receiver]) -> dict[str, MetaValue]:
     """What the transfer store records: the source run and each receiving model's spec."""
-    source = store.meta()
-    meta = {"source_run": str(store.path.parent.resolve()),
-            "source_dataset": source.get("dataset", ""), "source_model": source.get("model", ""),
-            "source_weights": source.get("weights", "None")}
+    source = store.typed_meta()
+    meta: dict[str, MetaValue] = {
+        "source_run": str(store.path.parent.resolve()), "source_dataset": source.get("dataset", ""),
+        "source_model": source.get("model", ""), "source_weights": source.get("weights")}
     return meta | {f"model {r.name}": r.description() for r in receivers}
 
 
@@ -241,6 +242,6 @@ def _hits(receiver: Receiver, x: Tensor, targets: Tensor,
 
 
 def _notes(counts: dict[str, tuple[int, int]], store: ResultStore) -> list[str]:
-    model = store.meta().get("model", "the source model")
+    model = store.typed_meta().get("model", "the source model")
     return [f"{label}: {ok} of {n} stored examples succeeded on {model}; only those are "
             "transferred" for label, (n, ok) in counts.items()]
