@@ -70,6 +70,7 @@ RULES = [
     (FGMConfig, "grid_steps", 0, r"grid_steps must be an integer >= 1, got 0"),
     (FGMConfig, "search_steps", -1, r"search_steps must be an integer >= 0, got -1"),
     (FGMConfig, "rtol", -1.0, r"rtol must be a number >= 0, got -1\.0"),
+    (FGMConfig, "return_last", True, r"return_last needs a fixed budget: give epsilon"),
     (IFGSMConfig, "steps", 0, r"steps must be an integer >= 1, got 0"),
     (IFGSMConfig, "step_fraction", 0.0, r"step_fraction must be a number > 0, got 0\.0"),
 ]
@@ -142,7 +143,8 @@ def test_every_signature_default_is_the_configurations(attack):
 def test_a_signature_that_drifts_from_its_configuration_is_refused():
     def fgm(model, inputs, labels, *, targeted: bool = False, norm: str = "l2",
             epsilon: float | None = None, loss: str = "ce", max_epsilon: float | None = None,
-            grid_steps: int = 10, search_steps: int = 10, rtol: float = 1e-3):
+            grid_steps: int = 10, search_steps: int = 10, rtol: float = 1e-3,
+            return_last: bool = False):
         """A drifted signature: norm's default is not FGMConfig's."""
 
     with pytest.raises(TypeError, match=r"fgm: the signature and FGMConfig differ on \['norm'\]"):

@@ -481,3 +481,25 @@ def test_ifgsm_rejects_bad_seeds_before_any_model_call(seeds, match):
     with pytest.raises(ValueError, match=match):
         ifgsm(counting, x, targets, targeted=True, random_start=True, seeds=seeds)
     assert counting.calls == 0
+
+
+def test_return_last_gives_every_image_its_last_iterate_fooled_or_not():
+    """ifgsm(return_last=True) is PGD's training step: the last iterate for every image, the
+    already-misclassified ones too, while success stays the model's verdict on it."""
+    from helpers import small_cnn
+    torch.manual_seed(0)
+    model = small_cnn(1, 5)
+    x = torch.rand(6, 1, 6, 6)
+    y = model(x).argmax(1)
+    y[0] = (y[0] + 1) % 5                                 # image 0 is already misclassified
+    plain = ifgsm(model, x, y, epsilon=1e-3, steps=2)     # too small to fool most
+    last = ifgsm(model, x, y, epsilon=1e-3, steps=2, return_last=True)
+    assert torch.equal(plain.adv[~plain.success], x[~plain.success])
+    moved = (last.adv - x).flatten(1).abs().amax(dim=1)
+    assert (moved > 0).all() and (moved <= 1e-3).all()
+    with torch.no_grad():
+        assert torch.equal(last.success, model(last.adv).argmax(1) != y)
+    step = fgm(model, x, y, epsilon=1e-3, return_last=True)
+    assert ((step.adv - x).flatten(1).abs().amax(dim=1) > 0).all()
+    with pytest.raises(ValueError, match="return_last needs a fixed budget"):
+        ifgsm(model, x, y, return_last=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, ClassVar, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +56,16 @@ class FGMConfig(AttackConfig):
     grid_steps: int = 10
     search_steps: int = 10
     rtol: float = 1e-3
+    return_last: bool = False
+
+    UNRECORDED_DEFAULTS: ClassVar[dict[str, object]] = {"return_last": False}
 
     def check(self) -> None:
         if self.epsilon is not None:
             check_positive("epsilon", self.epsilon)
+        if self.return_last and self.epsilon is None:
+            raise ValueError("return_last needs a fixed budget: give epsilon (the minimal-"
+                             "epsilon search returns its smallest success)")
         if self.max_epsilon is not None:
             check_positive("max_epsilon", self.max_epsilon)
         check_count("grid_steps", self.grid_steps)
@@ -171,7 +177,8 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
     trial = make_trial(call)
 
     already = call.clean_margin < 0                   # nothing to do for these
-    active = ~already
+    # return_last: every image gets its perturbation (PGD's training examples), fooled or not.
+    active = torch.ones_like(already) if config.return_last else ~already
     adv = x0.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=device)
 
@@ -181,7 +188,8 @@ def _run(model: Model, inputs: Tensor, labels: Tensor, targeted: bool, true_labe
         if idx.numel():
             eps = torch.full((idx.numel(),), budget, dtype=dtype, device=device)
             out, ok, steps = trial(idx, eps)
-            adv[idx[ok]] = out[ok]
+            kept = torch.ones_like(ok) if config.return_last else ok
+            adv[idx[kept]] = out[kept]
             iterations[idx] += steps
         return call.finish(adv, const=None, iterations=iterations)
 
@@ -255,6 +263,7 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
         grid_steps: int = 10,
         search_steps: int = 10,
         rtol: float = 1e-3,
+        return_last: bool = False,
         true_labels: Tensor | None = None) -> AttackResult:
     """Fast gradient method: one step x0 + eps * d, d = -sign(grad J) (linf) or
     -grad J / ||grad J||_2 (l2), clipped to the box (and to the budget, exactly).
@@ -265,6 +274,8 @@ def fgm(model: Model, inputs: Tensor, labels: Tensor, *,
     relative tolerance). The gradient is taken once at x0 (one forward + one backward pass per
     image); every epsilon tried then costs one forward pass. Images the model already classifies
     as wanted are returned unchanged. ``iterations`` counts gradient steps (1, 0 for those).
+    ``return_last`` (with ``epsilon``): return the step for every image, adversarial or not,
+    instead of the input where it does not fool the model.
     """
 
 
@@ -301,7 +312,7 @@ def ifgsm_core(model: Model, inputs: Tensor, labels: Tensor, config: IFGSMConfig
                 x = project_budget(x0_i, x + alpha * _descent_direction(grad, norm), eps, norm)
             with torch.no_grad():
                 last_ok = call.margin(x, idx, "iterations") < 0
-            out = torch.where(per_image(last_ok, x), x, found_adv)
+            out = x if config.return_last else torch.where(per_image(last_ok, x), x, found_adv)
             return out, last_ok | found, steps
 
         return trial
@@ -322,6 +333,7 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
           search_steps: int = 10,
           rtol: float = 1e-3,
           random_start: bool = False,
+          return_last: bool = False,
           seeds: Tensor | None = None,
           true_labels: Tensor | None = None) -> AttackResult:
     """Iterative FGM (IFGSM / BIM): ``steps`` steps x <- P(x + a * d(x)), with d as in
@@ -340,5 +352,8 @@ def ifgsm(model: Model, inputs: Tensor, labels: Tensor, *,
     iterate is adversarial, at no extra cost), else the input (failure). A run at one epsilon
     costs ``steps`` forward + backward passes and one forward pass (the last iterate) per image;
     the minimal-epsilon search (``epsilon=None``, see the module docstring) makes one run per
-    epsilon tried. ``iterations`` counts gradient steps per image.
+    epsilon tried. ``iterations`` counts gradient steps per image. ``return_last`` (with
+    ``epsilon``): every image, the already misclassified too, is returned at its last iterate,
+    adversarial or not: PGD's adversarial-training examples (Madry et al., 2018), the points of
+    highest loss found in the ball rather than the inputs where the attack fails.
     """

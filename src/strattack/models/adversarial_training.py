@@ -45,12 +45,14 @@ class AdversarialTraining:
 
     def examples(self, model: nn.Module, x: Tensor, y: Tensor, epochs_done: float) -> Tensor:
         """The training batch ``(x, y)`` replaced by its PGD examples at the radius of
-        ``epochs_done``; at radius 0 (the ramp's start), ``x`` itself. Where PGD finds no
-        adversarial example, ifgsm returns the image itself, so that image trains clean."""
+        ``epochs_done``; at radius 0 (the ramp's start), ``x`` itself. Every image trains on its
+        last PGD iterate, adversarial or not (Madry et al.: the maximiser of the loss in the
+        ball), as ``return_last`` makes ifgsm return it."""
         eps = self.eps_at(epochs_done)
         if eps <= 0:
             return x
-        return _pgd(model, x, y, eps, self.steps, self.step_size / self.eps).adv
+        return _pgd(model, x, y, eps, self.steps, self.step_size / self.eps,
+                    return_last=True).adv
 
 
 def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 40,
@@ -64,7 +66,7 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: i
 
 
 def _pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int,
-         step_fraction: float) -> AttackResult:
+         step_fraction: float, return_last: bool = False) -> AttackResult:
     """Untargeted l_inf PGD (ifgsm from a random start). The model runs in eval mode, so that
     BatchNorm's running statistics see only training steps, and is given back in the mode it
     had: a model in training mode trains on the result. (Switching here, not in the attack,
@@ -73,6 +75,6 @@ def _pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int,
     model.eval()
     try:
         return ifgsm(model, x, y, norm="linf", epsilon=eps, steps=steps,
-                     step_fraction=step_fraction, random_start=True)
+                     step_fraction=step_fraction, random_start=True, return_last=return_last)
     finally:
         model.train(was_training)
