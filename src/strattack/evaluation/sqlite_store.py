@@ -11,11 +11,12 @@ connection's private (TEMP) copy of ``meta``, and its other tables are read by c
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, Union
@@ -23,7 +24,7 @@ from typing import TypeVar, Union
 from ..errors import DataError
 
 __all__ = ["META_VERSION_KEY", "MetaValue", "Migration", "SQLiteStore", "StoreError",
-           "optional_text", "truth_text"]
+           "io_error", "optional_text", "truth_text"]
 
 #: The ``meta`` key under which a store records its schema version.
 META_VERSION_KEY = "schema"
@@ -40,6 +41,62 @@ TextParser = Callable[[str], MetaValue]
 class StoreError(DataError):
     """A file that cannot serve as a store: not SQLite, truncated, corrupt, another program's
     database, or written by a newer strattack."""
+
+
+@dataclass(frozen=True)
+class IOFailure:
+    """A failure of the disk or the file system, not of the file: SQLite's message (and error
+    name prefix) or the OSError numbers that mean it, what could not be done, what happened, and
+    what to do."""
+
+    messages: tuple[str, ...]
+    names: tuple[str, ...]
+    errnos: tuple[int, ...]
+    action: str
+    what: str
+    remedy: str
+
+
+#: What SQLite and the OS report when the disk or the folder, not the store, is at fault. SQLite
+#: turns a write past a file-size limit (EFBIG) into a disk I/O error.
+IO_FAILURES = (
+    IOFailure(("database or disk is full",), ("SQLITE_FULL",), (errno.ENOSPC,), "write",
+              "the disk is full", "free space and rerun to resume"),
+    IOFailure(("disk I/O error",), ("SQLITE_IOERR",), (errno.EFBIG, errno.EIO),
+              "read or write", "the disk or the file system refused a read or write (a full disk, a file-size "
+              "limit such as `ulimit -f`, a failing drive)",
+              "free space or raise the limit and rerun to resume"),
+    IOFailure(("attempt to write a readonly database",), ("SQLITE_READONLY",),
+              (errno.EROFS, errno.EACCES, errno.EPERM), "write",
+              "the file or its folder is read-only",
+              "make them writable (or copy the run folder somewhere writable) and rerun to resume"),
+    IOFailure(("unable to open database file",), ("SQLITE_CANTOPEN",), (), "open",
+              "the file or its folder cannot be opened (missing, read-only or not permitted)",
+              "make the folder writable (or copy the run folder somewhere writable) and rerun"),
+)
+
+
+def io_failure(err: BaseException) -> IOFailure | None:
+    """The I/O failure ``err`` reports (None: something else, e.g. a corrupt file)."""
+    if isinstance(err, OSError):
+        return next((f for f in IO_FAILURES if err.errno in f.errnos), None)
+    if not isinstance(err, sqlite3.OperationalError):
+        return None
+    name = getattr(err, "sqlite_errorname", "")      # Python >= 3.11
+    text = str(err)
+    return next((f for f in IO_FAILURES if any(m in text for m in f.messages)
+                 or any(name.startswith(n) for n in f.names)), None)
+
+
+def io_error(path: Path, err: BaseException) -> StoreError | None:
+    """The StoreError saying that the disk or folder of the store ``path`` failed with ``err``
+    (its finished rows are intact: every write is one transaction), or None if ``err`` is no
+    I/O failure."""
+    failure = io_failure(err)
+    if failure is None:
+        return None
+    return StoreError(f"could not {failure.action} the store {path}: {failure.what} ({err}); "
+                      f"the finished examples in it are intact; {failure.remedy}")
 
 
 def truth_text(text: str) -> bool:
@@ -72,6 +129,8 @@ class SQLiteStore:
     names the metadata entries that are not text and how their text form reads; a caller may
     give such a value as its text form (``'True'``, ``'None'``, ``'2'``) or as itself."""
 
+    #: What the store is called in errors ("result store").
+    KIND = "store"
     MIGRATIONS: tuple[Migration, ...] = ()
     #: The tables a file must have to be read without migrating it.
     TABLES: frozenset[str] = frozenset()
@@ -87,7 +146,9 @@ class SQLiteStore:
             raise FileNotFoundError(f"no store {self.path}")
         try:
             self._db = self._connect()
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, OSError) as err:
+            if isinstance(err, OSError) and io_failure(err) is None:
+                raise
             raise self.unreadable(err) from err
         try:
             self._check_meta(meta or {})
@@ -100,8 +161,28 @@ class SQLiteStore:
 
     # ------------------------------------------------------------- to give per store
     def unreadable(self, err: BaseException) -> StoreError:
-        """The error for a file SQLite refused with ``err``."""
-        return StoreError(f"{self.path} is not a readable store ({err})")
+        """The error for a file SQLite (or the OS) refused with ``err``: the disk or folder named
+        as such, anything else as a damaged file."""
+        return io_error(self.path, err) or self.damaged(err)
+
+    def damaged(self, err: BaseException) -> StoreError:
+        """The error for a file that is not SQLite, truncated or corrupt (``err`` says how)."""
+        return StoreError(f"{self.path} is not a readable {self.KIND} ({err})")
+
+    def foreign(self, tables: set[str]) -> StoreError:
+        """The error for another program's SQLite database, which has ``tables``."""
+        return StoreError(f"{self.path} is another program's SQLite database (tables "
+                          f"{sorted(tables)}), not a strattack {self.KIND}; strattack leaves it "
+                          "untouched: use another folder, or move the file away")
+
+    @contextmanager
+    def named_errors(self) -> Iterator[None]:
+        """SQLite failures of the block as this store's StoreError (a full disk named as
+        such), not as those of another store the caller reports on."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise self.unreadable(err) from err
 
     def meta_clash(self, detail: str) -> ValueError:
         """The error for metadata that disagrees with the file's (``detail`` says how)."""
@@ -116,6 +197,7 @@ class SQLiteStore:
         """The file as it is, its metadata migrated in this connection's view only."""
         db = open_read_only(self.path)
         try:
+            self._check_own(db)
             check_tables(db, self.TABLES)
             migrate_view(db, self.MIGRATIONS, self.path)
         except BaseException:
@@ -129,6 +211,7 @@ class SQLiteStore:
         # isolation_level=None: transactions are opened here (BEGIN IMMEDIATE ... COMMIT).
         db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         try:
+            self._check_own(db)         # before WAL mode, which rewrites the file's header
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             migrate(db, self.MIGRATIONS, self.path)
@@ -136,6 +219,13 @@ class SQLiteStore:
             db.close()
             raise
         return db
+
+    def _check_own(self, db: sqlite3.Connection) -> None:
+        """Refuse, untouched, a file with tables of its own but not the store's: writing the
+        store's tables into another program's database would damage it."""
+        found = user_tables(db)
+        if found and not self.TABLES <= found:
+            raise self.foreign(found)
 
     def close(self) -> None:
         self._db.close()
@@ -232,7 +322,11 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does), and a failing ROLLBACK must
+        # not hide the error that caused it.
+        if db.in_transaction:
+            with suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
@@ -242,6 +336,12 @@ def check_tables(db: sqlite3.Connection, tables: frozenset[str]) -> None:
     found = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     if not tables <= found:
         raise sqlite3.DatabaseError(f"an SQLite file without the tables {sorted(tables - found)}")
+
+
+def user_tables(db: sqlite3.Connection) -> set[str]:
+    """The tables of the file, SQLite's own (``sqlite_...``) left out."""
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
 
 
 def table_columns(db: sqlite3.Connection, table: str, schema: str | None = None) -> set[str]:

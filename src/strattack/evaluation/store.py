@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .sqlite_store import (Migration, MetaValue, SQLiteStore, StoreError,
+from .sqlite_store import (Migration, MetaValue, SQLiteStore, StoreError, io_error,
                            optional_text, table_columns, truth_text)
 
 __all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_stores",
@@ -51,7 +51,13 @@ EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "
 LOCATION_KEYS = frozenset({"data_root"})
 
 def store_error(path: str | Path, err: BaseException) -> StoreError:
-    """The StoreError for ``path`` that SQLite refused with ``err``."""
+    """The StoreError for ``path`` that SQLite (or the OS) refused with ``err``: a full disk or
+    a read-only folder named as such, anything else as a damaged file."""
+    return io_error(Path(path), err) or damaged_error(path, err)
+
+
+def damaged_error(path: str | Path, err: BaseException) -> StoreError:
+    """The StoreError for a ``path`` that is not SQLite, truncated or corrupt."""
     return StoreError(f"{path} is not a readable strattack result store ({err}): it may be "
                       "truncated, corrupt or another kind of file. Restore it from a copy, or "
                       "run `strattack eval` into another output folder")
@@ -143,6 +149,7 @@ class ResultStore(SQLiteStore):
     A file that is not a usable store raises :class:`StoreError` naming it.
     """
 
+    KIND = "result store"
     MIGRATIONS = MIGRATIONS
     TABLES = frozenset({"meta", "attacks", "examples"})
     TEXT_PARSERS = _TEXT_PARSERS
@@ -154,8 +161,8 @@ class ResultStore(SQLiteStore):
         # A read-only store keeps the columns its version had: reads name only those.
         self._columns = {t: table_columns(self._db, t) for t in ("attacks", "examples")}
 
-    def unreadable(self, err: BaseException) -> StoreError:
-        return store_error(self.path, err)
+    def damaged(self, err: BaseException) -> StoreError:
+        return damaged_error(self.path, err)
 
     def meta_clash(self, detail: str) -> ValueError:
         return ValueError(f"{self.path} holds a different evaluation ({detail}); "
@@ -325,8 +332,10 @@ def merge_stores(dest: str | Path, sources: Iterable[str | Path]) -> dict[str, i
                     out._db.execute(f"INSERT OR IGNORE INTO examples ({', '.join(EXAMPLE_COLUMNS)}) "
                                     f"SELECT {picked} FROM src.examples")
                     added[str(src)] = out._db.total_changes - before - n_attacks
-            except sqlite3.DatabaseError as err:     # e.g. a truncated shard: pages missing
-                raise store_error(src, err) from err
+            except sqlite3.DatabaseError as err:
+                # A full disk or read-only folder fails the destination's writes; anything else
+                # is the source's damage (e.g. a truncated shard: pages missing).
+                raise (io_error(out.path, err) or damaged_error(src, err)) from err
             finally:
                 out._db.execute("DETACH DATABASE src")
     return added

@@ -138,7 +138,7 @@ def transfer(store: ResultStore, receivers: Sequence[Receiver], out: str | Path 
     for receiver in receivers:
         validate_receiver(receiver, data, device)
     path = Path(out or store.path.parent) / TRANSFER_STORE_NAME
-    with TransferStore(path, _meta(store, receivers)) as results:
+    with TransferStore(path, _meta(store, receivers)) as results, results.named_errors():
         added = sum(_run_source(results, src, receivers, data, batch_size, device, log)
                     for src in sources)
         rows = [with_intervals({"attack": s.label, "model": r.name,

@@ -70,6 +70,7 @@ class TransferStore(SQLiteStore):
     ``model <name>`` -> spec per receiving model) must agree with what the file holds: a
     receiving model name reused for another model would mix two models' rows."""
 
+    KIND = "transfer store"
     MIGRATIONS = _MIGRATIONS
     TABLES = frozenset({"meta", "sources", "transfers"})
     TEXT_PARSERS = _TEXT_PARSERS
@@ -78,7 +79,7 @@ class TransferStore(SQLiteStore):
     def __init__(self, path: str | Path, meta: Mapping[str, MetaValue]) -> None:
         super().__init__(path, meta)
 
-    def unreadable(self, err: BaseException) -> StoreError:
+    def damaged(self, err: BaseException) -> StoreError:
         return StoreError(f"{self.path} is not a readable transfer store ({err}): it may be "
                           "truncated or another kind of file; delete it or choose another folder "
                           "with -o")
