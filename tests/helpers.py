@@ -105,14 +105,15 @@ def record_fit_calls(monkeypatch) -> list[tuple[dict, nn.Module]]:
     return calls
 
 
-def bundled_run(out, targets: str = "next", indices: str = "0,1,2"):
+def bundled_run(out, targets: str = "next", indices: str = "0,1,2", settings: tuple = ()):
     """A finished `strattack eval --bundled` run into ``out`` (returned): MNIST ``indices`` x
-    ``targets``, FGM and 3-step I-FGSM, in well under a second."""
+    ``targets``, FGM and 3-step I-FGSM (and ``settings``, e.g. ``("fgm.epsilon=1e-4",)``), in
+    well under a second."""
     from strattack.evaluation.config import EvalConfig
     from strattack.evaluation.evaluate import evaluate
 
     options = {"dataset": "mnist", "bundled": True, "indices": indices, "targets": targets,
-               "attacks": ("fgm", "ifgsm"), "settings": ("ifgsm.steps=3",), "progress": False,
-               "out": out}
+               "attacks": ("fgm", "ifgsm"), "settings": ("ifgsm.steps=3", *settings),
+               "progress": False, "out": out}
     evaluate(EvalConfig.from_sources(None, options), log=lambda _: None, warn=lambda _: None)
     return out

@@ -158,7 +158,7 @@ def test_report_html_escapes_text_from_the_store():
     label = '<script>alert("x")</script> & C&W'
     page_text = report_html(f"run {label}", {"model": label},
                             [HtmlTable("cases", ("attack", "l2"), [{"attack": label, "l2": 1.5}],
-                                       (label,))], [], None)
+                                       (label,))], [], [])
     assert "<script>" not in page_text
     page = Page(page_text)
     assert "script" not in page.tags

@@ -106,11 +106,14 @@ def export(options: ExportOptions) -> ExportResult:
         model, notes = _recheck_model(store, options)
         exported = [_read_examples(store, key, label, data, options.only_successful)
                     for key, label in chosen.items()]
+    which = "successful example" if options.only_successful else "example"
     if not any(len(e.images) for e in exported):
-        which = "successful example" if options.only_successful else "example"
         raise DataError(f"{path} has no {which} of {list(chosen.values())} to export"
                         + (" (--all exports the failed ones too)" if options.only_successful
                            else ""))
+    # An attack without examples gets no folder and no rows, and a line that says why.
+    notes += [f"{e.label}: no {which} to export" for e in exported if not len(e.images)]
+    exported = [e for e in exported if len(e.images)]
     if options.format == "npz":
         written = write_npz(exported, out / NPZ_NAME)
         total = sum(len(e.images) for e in exported)

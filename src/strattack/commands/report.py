@@ -16,7 +16,7 @@ from ..evaluation.store import STORE_NAME, ResultStore
 from ..evaluation.finished_run import load_store_context
 from ..evaluation.summary import markdown_table
 from ..viz.report_figures import plot_group_heatmaps, plot_l0_histogram
-from ..viz.report_html import Gallery, HtmlTable, build_gallery, write_report_html
+from ..viz.report_html import Gallery, HtmlTable, build_galleries, write_report_html
 from .common import TableResult, read_store, writable_folder
 
 __all__ = ["ReportResult", "report"]
@@ -42,9 +42,9 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
     read. ``convention="paper"``: the authors' case definitions
     (:func:`~strattack.evaluation.report.paper_case_rows`), written as report-paper.csv/json.
     ``html``: also report.html, one self-contained page of the tables, the figures and a
-    gallery of the first ``gallery`` examples adversarial under every attack. ``common``: every
-    attack restricted to the examples all of them finished (else ratios between attacks with
-    different examples get a note)."""
+    gallery of the first ``gallery`` examples adversarial under every attack (or of each
+    attack's own, when no example is). ``common``: every attack restricted to the examples all
+    of them finished (else ratios between attacks with different examples get a note)."""
     if gallery < 0:
         raise ConfigError(f"--gallery must be 0 or more examples, got {gallery}")
     path = store_path(run_dir)
@@ -69,7 +69,7 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
         written += figure_paths
         if html:
             written.append(_write_html(store, run_dir, out, rows, (legend, *notes),
-                                       figure_paths, build_gallery(store, gallery, context)))
+                                       figure_paths, build_galleries(store, gallery, context)))
     return ReportResult([*lines, legend], rows, written)
 
 
@@ -123,10 +123,10 @@ def _figures(store: ResultStore, out: Path, examples: int,
 
 
 def _write_html(store: ResultStore, run_dir: Path, out: Path, rows: list[dict[str, object]],
-                notes: tuple[str, ...], figures: list[Path], gallery: Gallery) -> Path:
+                notes: tuple[str, ...], figures: list[Path], galleries: list[Gallery]) -> Path:
     """report.html: the case table (with the legend and notes), the cost per attack and
     device, the figures and the gallery."""
     tables = [HtmlTable("Best / average / worst case", REPORT_COLUMNS, rows, notes),
               HtmlTable("Cost per attack and device", COST_COLUMNS, cost_rows(store))]
     return write_report_html(out / "report.html", f"strattack report: {run_dir.resolve().name}",
-                             store.meta(), tables, figures, gallery)
+                             store.meta(), tables, figures, galleries)

@@ -15,7 +15,7 @@ from .report import store_labels
 from .store import ResultStore
 
 __all__ = ["CommonExamples", "common_successes", "load_store_context", "load_store_data",
-           "load_store_model"]
+           "load_store_model", "shown_successes"]
 
 
 class CommonExamples:
@@ -53,6 +53,17 @@ def common_successes(store: ResultStore, labels: Sequence[str] | None = None,
     deltas = {a: (torch.stack([torch.from_numpy(records[a][k].perturbation) for k in pairs])
                   if pairs else torch.empty(0)) for a in chosen}
     return CommonExamples(chosen, pairs, deltas)
+
+
+def shown_successes(store: ResultStore, limit: int) -> list[CommonExamples]:
+    """What a report shows of ``store``'s adversarial examples: ``[the first limit adversarial
+    under every attack]``; when there is none but several attacks (one fooled nothing, or they
+    fooled different examples), one set per attack of its own first ``limit`` (empty for an
+    attack without a successful example), so that each attack still shows its examples."""
+    common = common_successes(store, limit=limit)
+    if common.pairs or len(common.labels) < 2 or limit == 0:
+        return [common]
+    return [common_successes(store, [label], limit) for label in common.labels]
 
 
 def load_store_context(store: ResultStore, data_root: str | Path | None = None,

@@ -104,8 +104,9 @@ class TransferSummary:
 
 
 def successful_examples(store: ResultStore) -> list[SourceExamples]:
-    """Every attack's examples that succeeded on the source model, with perturbations.
-    DataError if the store has no perturbations or no successful example."""
+    """Per attack with stored examples, those that succeeded on the source model, with
+    perturbations (none, for an attack that fooled nothing). DataError if the store has no
+    perturbations or no successful example at all."""
     if "perturbation" not in store.example_columns():
         raise DataError(f"{store.path} stores no perturbations, so its adversarial examples "
                         "cannot be rebuilt; run `strattack eval` again into a new folder")
@@ -114,7 +115,7 @@ def successful_examples(store: ResultStore) -> list[SourceExamples]:
     if not any(s.pairs for s in found):
         raise DataError(f"{store.path} has no example that succeeded on its model: nothing "
                         "to transfer")
-    return [s for s in found if s.pairs]
+    return found
 
 
 def _successes(store: ResultStore, key: str, label: str) -> SourceExamples:
@@ -139,11 +140,12 @@ def transfer(store: ResultStore, receivers: Sequence[Receiver], out: str | Path 
         validate_receiver(receiver, data, device)
     path = Path(out or store.path.parent) / TRANSFER_STORE_NAME
     with TransferStore(path, _meta(store, receivers)) as results, results.named_errors():
+        transferable = [s for s in sources if s.pairs]
         added = sum(_run_source(results, src, receivers, data, batch_size, device, log)
-                    for src in sources)
+                    for src in transferable)
         rows = [with_intervals({"attack": s.label, "model": r.name,
                                 **results.rates(s.key, r.name, set(s.pairs))})
-                for s in sources for r in receivers]
+                for s in transferable for r in receivers]
     counts = {s.label: (s.stored, len(s.pairs)) for s in sources}
     return TransferSummary(rows, counts, added, path, _notes(counts, store))
 
@@ -244,4 +246,6 @@ def _hits(receiver: Receiver, x: Tensor, targets: Tensor,
 def _notes(counts: dict[str, tuple[int, int]], store: ResultStore) -> list[str]:
     model = store.typed_meta().get("model", "the source model")
     return [f"{label}: {ok} of {n} stored examples succeeded on {model}; only those are "
-            "transferred" for label, (n, ok) in counts.items()]
+            "transferred" if ok else
+            f"{label}: none of its {n} stored examples succeeded on {model}: nothing to "
+            "transfer, so it has no row" for label, (n, ok) in counts.items()]

@@ -3,16 +3,17 @@
 heatmaps show the perturbation's structure only."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..evaluation.report import store_labels
 from ..evaluation.store import ResultStore
-from ..evaluation.finished_run import common_successes
+from ..evaluation.finished_run import CommonExamples, shown_successes
 from ..solver.groups import GroupSpec
 from .figures import (group_heatmap, magnitude_cmap, mask_zeros, new_figure,
                       plot_attack_comparison, save_figure)
@@ -45,50 +46,72 @@ def plot_group_heatmaps(store: ResultStore, path: str | Path, examples: int = 4,
     """Fig. 2 style: for the first ``examples`` (image, target) pairs adversarial under every
     attack, the mean |delta| per group (the store's group size). With ``context`` (the model and
     images of the store, see :func:`~strattack.evaluation.finished_run.load_store_context`) each row
-    also shows the original and every adversarial example with its predicted class."""
-    found = common_successes(store, limit=examples)
+    also shows the original and every adversarial example with its predicted class. When no
+    example is adversarial under every attack, each attack's row shows its own first examples
+    (heatmaps only: the rows no longer share their images)."""
+    shown = shown_successes(store, examples)
     size = int(store.meta().get("group_size", 2))
-    if context is not None and found.pairs:
-        model, data = context
-        rows = found.rows(data)
-        x = data.images[rows]
-        names = data.class_names
-        attacks = {}
-        for label, delta in found.deltas.items():
-            adv = (x + delta.to(x)).clamp(0, 1)
-            with torch.no_grad():
-                preds = model(adv.to(next(model.parameters()).device)).argmax(1).tolist()
-            attacks[label] = (adv, [names[p] for p in preds])
-        captions = [f"{names[int(data.labels[r])]} -> {names[t] if t >= 0 else 'untargeted'}"
-                    for r, t in zip(rows.tolist(), found.targets.tolist())]
-        return plot_attack_comparison(x, captions, attacks, GroupSpec.for_inputs(x, size, size),
-                                      path, title=f"Group sparsity ({size}x{size} groups)")
-    labels = found.labels
-    common = found.pairs or [None]
-    fig = new_figure((2.2 * len(common) + 1, 2.2 * max(len(labels), 1)))
-    axes = fig.subplots(len(labels) or 1, len(common), squeeze=False)
+    if context is not None and len(shown) == 1 and shown[0].pairs:
+        return _comparison(shown[0], size, context, path)
+    rows = [(label, found.pairs, found.deltas[label]) for found in shown for label in found.labels]
+    title = ("Group sparsity of stored perturbations" if len(shown) == 1 else
+             "Group sparsity: each attack's own examples (none is adversarial under every attack)")
+    return _heatmap_grid(rows, size, title, path)
+
+
+def _comparison(found: CommonExamples, size: int, context: tuple[nn.Module, EvaluationData],
+                path: str | Path) -> Path:
+    """Per example of ``found``: the original, and per attack its adversarial example with the
+    model's prediction and its group heatmap."""
+    model, data = context
+    rows = found.rows(data)
+    x = data.images[rows]
+    names = data.class_names
+    attacks = {}
+    for label, delta in found.deltas.items():
+        adv = (x + delta.to(x)).clamp(0, 1)
+        with torch.no_grad():
+            preds = model(adv.to(next(model.parameters()).device)).argmax(1).tolist()
+        attacks[label] = (adv, [names[p] for p in preds])
+    captions = [f"{names[int(data.labels[r])]} -> {names[t] if t >= 0 else 'untargeted'}"
+                for r, t in zip(rows.tolist(), found.targets.tolist())]
+    return plot_attack_comparison(x, captions, attacks, GroupSpec.for_inputs(x, size, size),
+                                  path, title=f"Group sparsity ({size}x{size} groups)")
+
+
+HeatmapRow = tuple[str, Sequence[tuple[int, int]], Tensor]
+
+
+def _heatmap_grid(rows: Sequence[HeatmapRow], size: int, title: str, path: str | Path) -> Path:
+    """One row per (attack label, its (image, target) pairs, their perturbations): the group
+    heatmap of each pair, on one colour scale; a row without pairs says so."""
+    columns = max((len(pairs) for _, pairs, _ in rows), default=0) or 1
+    fig = new_figure((2.2 * columns + 1, 2.2 * max(len(rows), 1)))
+    axes = fig.subplots(len(rows) or 1, columns, squeeze=False)
     heat_cmap = magnitude_cmap("hot", 0.2, 0.85)       # as the Fig. 2 panels: grey = exactly 0
-    heats = {label: group_heatmap(d, GroupSpec.for_inputs(d, size, size)).numpy()
-             for label, d in found.deltas.items() if found.pairs}
+    heats = [group_heatmap(d, GroupSpec.for_inputs(d, size, size)).numpy() if pairs else None
+             for _, pairs, d in rows]
     # One colour scale for all panels, as the single colorbar says.
-    vmax = max((float(h.max()) for h in heats.values() if h.size), default=0.0) or 1.0
+    vmax = max((float(h.max()) for h in heats if h is not None and h.size), default=0.0) or 1.0
     image = None
-    for row, label in enumerate(labels):
-        for col, pair in enumerate(common):
-            ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if pair is None:
-                ax.set_title("no common successful example", fontsize=8)
-                continue
-            heat = heats[label][col]
-            image = ax.imshow(mask_zeros(heat), cmap=heat_cmap, vmin=0, vmax=vmax,
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for (label, pairs, _), heat, line in zip(rows, heats, axes):
+        if heat is None:
+            line[0].text(0.5, 0.5, f"{label}:\nno adversarial example", fontsize=8,
+                         ha="center", va="center", transform=line[0].transAxes)
+            continue
+        for ax, pair, values in zip(line, pairs, heat):
+            ax.set_frame_on(True)
+            image = ax.imshow(mask_zeros(values), cmap=heat_cmap, vmin=0, vmax=vmax,
                               interpolation="nearest")
             ax.set_title(f"{label}\nimage {pair[0]}, target {pair[1]}: "
-                         f"{int((heat > 0).sum())} groups", fontsize=7)
+                         f"{int((values > 0).sum())} groups", fontsize=7)
     if image is not None:
         bar = fig.colorbar(image, ax=axes, fraction=0.025, pad=0.03)
         bar.set_label(f"mean |perturbation| per {size}x{size} group (0-255)\n"
                       "grey: exactly 0 (group untouched)", fontsize=8)
-    fig.suptitle("Group sparsity of stored perturbations", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

@@ -1,7 +1,8 @@
 """`strattack report --html`: one self-contained HTML page of a store (works offline, e.g. as an
 e-mail attachment): the best / average / worst tables, the cost per attack and device, the
 report figures, and a gallery (Fig. 2 style across attacks) of the first examples adversarial
-under every attack: the original, then per attack its adversarial example and group heatmap.
+under every attack: the original, then per attack its adversarial example and group heatmap
+(when no example is, e.g. one attack fooled nothing, each attack's own examples instead).
 
 Every image is a base64 PNG data URI and the page has no script and no external reference.
 Every text that comes from the store (attack labels, devices, class names, meta values) is
@@ -24,12 +25,12 @@ from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..evaluation.store import ResultStore
-from ..evaluation.finished_run import common_successes
+from ..evaluation.finished_run import CommonExamples, shown_successes
 from ..evaluation.summary import format_cell
 from ..solver.groups import GroupSpec
 from .figures import group_heatmap, magnitude_cmap
 
-__all__ = ["Gallery", "HtmlTable", "build_gallery", "report_html", "write_report_html"]
+__all__ = ["Gallery", "HtmlTable", "build_galleries", "report_html", "write_report_html"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: The gallery's heatmap colours, as in the report's group heatmap figure (grey: exactly 0).
@@ -84,14 +85,21 @@ class Gallery:
         return len(self.captions) * per_example
 
 
-def build_gallery(store: ResultStore, examples: int,
-                  context: tuple[nn.Module, EvaluationData] | None) -> Gallery:
-    """The first ``examples`` (image, target) pairs adversarial under every attack of ``store``;
-    with ``context`` (the store's model and images) also the originals, the adversarial examples
-    ``clamp(x0 + delta, 0, 1)`` and the model's predictions on them, and heatmaps of the
-    effective perturbation (adversarial - original); without it heatmaps of the stored delta."""
-    found = common_successes(store, limit=examples)
+def build_galleries(store: ResultStore, examples: int,
+                    context: tuple[nn.Module, EvaluationData] | None) -> list[Gallery]:
+    """The first ``examples`` (image, target) pairs adversarial under every attack of ``store``,
+    as one gallery; when no example is, one gallery per attack of its own first ``examples``
+    (:func:`~strattack.evaluation.finished_run.shown_successes`)."""
     size = int(store.meta().get("group_size", 2))
+    return [_gallery(found, size, context) for found in shown_successes(store, examples)]
+
+
+def _gallery(found: CommonExamples, size: int,
+             context: tuple[nn.Module, EvaluationData] | None) -> Gallery:
+    """The gallery of ``found``; with ``context`` (the store's model and images) also the
+    originals, the adversarial examples ``clamp(x0 + delta, 0, 1)`` and the model's predictions
+    on them, and heatmaps of the effective perturbation (adversarial - original); without it
+    heatmaps of the stored delta."""
     if context is None or not found.pairs:
         heat = {a: _heatmaps(d, size) for a, d in found.deltas.items() if found.pairs}
         captions = [f"image {i}, {_goal(t)}" for i, t in found.pairs]
@@ -125,25 +133,25 @@ def _heatmaps(delta: Tensor, size: int) -> np.ndarray:
 
 def write_report_html(path: str | Path, title: str, meta: Mapping[str, object],
                       tables: Sequence[HtmlTable], figures: Sequence[Path],
-                      gallery: Gallery | None) -> Path:
+                      galleries: Sequence[Gallery]) -> Path:
     """Write :func:`report_html` to ``path`` (UTF-8); returns the path."""
     path = Path(path)
-    path.write_text(report_html(title, meta, tables, figures, gallery), encoding="utf-8")
+    path.write_text(report_html(title, meta, tables, figures, galleries), encoding="utf-8")
     return path
 
 
 def report_html(title: str, meta: Mapping[str, object], tables: Sequence[HtmlTable],
-                figures: Sequence[Path], gallery: Gallery | None) -> str:
+                figures: Sequence[Path], galleries: Sequence[Gallery]) -> str:
     """The page: ``title``, the store's ``meta`` (what was attacked, on which model), the
     ``tables``, the PNG ``figures`` (files; ValueError for one that is not a PNG) and the
-    ``gallery`` (None: left out)."""
+    ``galleries`` (:func:`build_galleries`; none: left out)."""
     parts = [f"<h1>{_e(title)}</h1>", _meta_list(meta)]
     parts += [_table_section(t) for t in tables]
     if figures:
         parts.append("<h2>Figures</h2>")
         parts += [_figure(p) for p in figures]
-    if gallery is not None:
-        parts.append(_gallery_section(gallery))
+    if galleries:
+        parts.append(_galleries_section(galleries))
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n"
@@ -213,12 +221,30 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img src="{_data_uri(png)}" alt="{_e(alt)}">'
 
 
-def _gallery_section(gallery: Gallery) -> str:
+def _galleries_section(galleries: Sequence[Gallery]) -> str:
+    """The gallery of the examples adversarial under every attack or, when there are none, one
+    per attack of its own examples, under a note that says so."""
+    if len(galleries) == 1:
+        return ("<h2>Gallery: examples adversarial under every attack</h2>\n"
+                + _gallery_table(galleries[0], "no example is adversarial under every attack"))
+    fooled_none = [g.labels[0] for g in galleries if not g.captions]
+    why = f" ({', '.join(fooled_none)}: none adversarial)" if fooled_none else ""
+    parts = ["<h2>Gallery: each attack's own adversarial examples</h2>",
+             f'<p class="note">no example is adversarial under every attack{_e(why)}: each '
+             "attack's first adversarial examples instead</p>"]
+    for gallery in galleries:
+        label = gallery.labels[0]
+        parts += [f"<h3>{_e(label)}</h3>",
+                  _gallery_table(gallery, f"{label}: no adversarial example")]
+    return "\n".join(parts)
+
+
+def _gallery_table(gallery: Gallery, empty: str) -> str:
     """One row per example: the original, then per attack its adversarial example (with the
-    model's prediction) and its group heatmap, on one colour scale for the whole gallery."""
-    title = "<h2>Gallery: examples adversarial under every attack</h2>"
+    model's prediction) and its group heatmap, on one colour scale for the whole table;
+    the note ``empty`` without examples."""
     if not gallery.captions:
-        return f'{title}\n<p class="note">no example is adversarial under every attack</p>'
+        return f'<p class="note">{_e(empty)}</p>'
     vmax = max((float(h.max()) for h in gallery.heatmaps.values()), default=0.0) or 1.0
     with_images = gallery.originals is not None
     head = "<th>example</th>" + ("<th>original</th>" if with_images else "")
@@ -230,7 +256,7 @@ def _gallery_section(gallery: Gallery) -> str:
             f"(0-255 units), 0 {scale} {vmax:.3g}; grey: exactly 0 (group untouched)")
     if not with_images:
         note += "; the originals and adversarial images need the store's data (--data-root)"
-    return (f"{title}\n<p class=\"note\">{note}</p>\n<table class=\"gallery\">\n"
+    return (f"<p class=\"note\">{note}</p>\n<table class=\"gallery\">\n"
             f"<thead><tr>{head}</tr></thead>\n<tbody>\n{''.join(rows)}</tbody>\n</table>")
 
 
