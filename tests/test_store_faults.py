@@ -1,5 +1,6 @@
 """A store's file system failing (full disk, file-size limit, read-only folder) is named as such,
-not as a damaged store; another program's SQLite database is never written into."""
+not as a damaged store; another program's SQLite database is never written into; a damaged
+record is named (store, attack, image, target)."""
 from __future__ import annotations
 
 import errno
@@ -7,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,34 @@ def test_a_file_size_limit_is_an_io_error(tmp_path):
     assert _count(out / "results.sqlite") == 1
     res = _eval(out, "0,1,2")
     assert res.exit_code == 0 and _count(out / "results.sqlite") == 3, res.output
+
+
+# ------------------------------------------------------------------ a damaged perturbation
+def _damage_first_record(run: Path, blob: bytes) -> tuple[str, int, int]:
+    """Replace the perturbation of the store's first record (of its first attack) by ``blob``;
+    that record's (attack label, image, target)."""
+    with sqlite3.connect(run / "results.sqlite") as db:
+        rowid, image, target = db.execute(
+            "SELECT e.rowid, image, target FROM examples e JOIN attacks a ON e.attack = a.key "
+            "ORDER BY a.rowid, image, target LIMIT 1").fetchone()
+        db.execute("UPDATE examples SET perturbation = ? WHERE rowid = ?", (blob, rowid))
+    with ResultStore(run / "results.sqlite", read_only=True) as store:
+        first = next(iter(store.attacks().values()))[0]
+    return first, image, target
+
+
+@pytest.mark.parametrize("blob", [b"not zlib at all", zlib.compress(b"\0" * 12)],
+                         ids=["not zlib", "wrong size"])
+@pytest.mark.parametrize("command", ["explain", "transfer", "export"])
+def test_a_damaged_perturbation_names_the_store_and_the_record(tmp_path, blob, command):
+    run = bundled_run(tmp_path / "run")
+    attack, image, target = _damage_first_record(run, blob)
+    args = {"explain": ["explain", str(run)],
+            "transfer": ["transfer", str(run), "--model", "mnist", "-o", str(tmp_path / "t")],
+            "export": ["export", str(run), "-o", str(tmp_path / "e")]}[command]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert f"{run / 'results.sqlite'} is damaged at the record of attack {attack!r}, image " \
+           f"{image}, target {target}: its perturbation cannot be decoded" in res.output, \
+        res.output
+    assert "Traceback" not in res.output

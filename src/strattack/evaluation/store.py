@@ -214,10 +214,26 @@ class ResultStore(SQLiteStore):
         rows = self._db.execute(f"SELECT {cols} FROM examples WHERE attack = ? "
                                 "ORDER BY image, target", (key,))
         for *vals, device, shape, blob in rows:
-            delta = _unpack(shape, blob) if with_perturbation else np.empty(0, np.float32)
+            delta = (self._perturbation(key, int(vals[0]), int(vals[1]), shape, blob)
+                     if with_perturbation else np.empty(0, np.float32))
             yield ExampleRecord(int(vals[0]), int(vals[1]), int(vals[2]), bool(vals[3]),
                                 *map(_real, vals[4:9]), int(vals[9]), int(vals[10]),
                                 _real(vals[11]), int(vals[12]), delta, device)
+
+    def _perturbation(self, key: str, image: int, target: int, shape: str,
+                      blob: bytes) -> np.ndarray:
+        """The perturbation of one record; one that does not decode (damaged bytes) is a
+        StoreError naming the record, so that the user can drop just that row."""
+        try:
+            return _unpack(shape, blob)
+        except (zlib.error, ValueError, TypeError) as err:
+            label = self.labels().get(key, key.split(" ", 1)[0])
+            raise StoreError(
+                f"{self.path} is damaged at the record of attack {label!r}, image {image}, "
+                f"target {target}: its perturbation cannot be decoded ({err}). "
+                "Restore the store from a copy, or delete that row of its examples "
+                f"table (attack key {key!r}) and rerun the same `strattack eval` to redo "
+                "it") from err
 
     # ---------------------------------------------------------------- writing
     def add_attack(self, name: str, params: Mapping[str, Any], label: str | None = None,
