@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from helpers import CountingModel, TwoClassLinear, small_cnn
-from strattack import admm_attack, cw_l2, cw_linf, ead, fgm, ifgsm, str_attack, str_attack_linf
+from strattack import admm_attack, cw_l2, cw_linf, ead, fgm, gse, ifgsm, str_attack, str_attack_linf
 from strattack.solver.admm import sparse_support
 from strattack.solver.losses import is_adversarial, logit_margin
 
@@ -24,8 +24,9 @@ EVERY_ATTACK = [
     (ead, dict(binary_search_steps=1, max_iterations=10)),
     (fgm, dict(norm="l2", grid_steps=4, search_steps=2)),
     (ifgsm, dict(norm="linf", epsilon=0.1, steps=3)),
+    (gse, dict(iterations=6, k_hat=3, search_steps=1)),
 ]
-IDS = ["str_attack", "str_attack_linf", "admm", "cw_l2", "cw_linf", "ead", "fgm", "ifgsm"]
+IDS = ["str_attack", "str_attack_linf", "admm", "cw_l2", "cw_linf", "ead", "fgm", "ifgsm", "gse"]
 WITH_CONFIDENCE = EVERY_ATTACK[:6]
 
 

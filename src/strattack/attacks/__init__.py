@@ -11,9 +11,10 @@ from .call import Attack
 from .carlini_wagner import CWL2Config, CWLinfConfig, cw_l2, cw_linf
 from .elastic_net import EADConfig, ead
 from .fast_gradient import FGMConfig, IFGSMConfig, fgm, ifgsm
+from .group_sparse import GSE_IMAGENET, GSEConfig, gse
 from .presets import APP_F, AUTHORS_CODE, STRATTACK, STRATTACK_LINF
 from .structured import str_attack, str_attack_linf
 
 __all__ = ["admm_attack", "str_attack", "str_attack_linf", "cw_l2", "cw_linf", "ead", "fgm", "ifgsm",
-           "Attack", "ADMMConfig", "StrAttackConfig", "CWL2Config", "CWLinfConfig", "EADConfig",
+           "gse", "GSEConfig", "GSE_IMAGENET", "Attack", "ADMMConfig", "StrAttackConfig", "CWL2Config", "CWLinfConfig", "EADConfig",
            "FGMConfig", "IFGSMConfig", "APP_F", "STRATTACK", "STRATTACK_LINF", "AUTHORS_CODE"]

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..attacks import admm_attack, str_attack
+from ..attacks import admm_attack, gse, str_attack
 from ..result import AttackResult
 from ._params import attack_parameters, missing_extra
 
@@ -41,7 +41,7 @@ try:
 except ImportError as err:
     raise missing_extra("foolbox", "foolbox") from err
 
-__all__ = ["ADMM", "StrAttack"]
+__all__ = ["ADMM", "GSE", "StrAttack"]
 
 
 class _Delegating(MinimizationAttack):
@@ -109,3 +109,10 @@ class ADMM(_Delegating):
     ``distortion="l2"``: a C&W-l2-like attack; ``distortion="elastic"``: EAD-like)."""
 
     _function = staticmethod(admm_attack)
+
+
+class GSE(_Delegating):
+    """:func:`strattack.attacks.gse` (GSE, Sadiku, Wagner & Pokutta, ICLR 2025): group-wise
+    sparse perturbations by a proximal gradient method with the 1/2-quasinorm."""
+
+    _function = staticmethod(gse)

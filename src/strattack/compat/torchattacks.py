@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..attacks import admm_attack, str_attack, str_attack_linf
+from ..attacks import admm_attack, gse, str_attack, str_attack_linf
 from ..result import AttackResult
 from ._params import attack_parameters, missing_extra
 
@@ -42,7 +42,7 @@ except ImportError as err:
                         " (or, where torchvision cannot be installed: pip install --no-deps "
                         "torchattacks scipy)") from err
 
-__all__ = ["ADMM", "StrAttack", "StrAttackLinf"]
+__all__ = ["ADMM", "GSE", "StrAttack", "StrAttackLinf"]
 
 #: The torchattacks mode whose ``labels`` are the targets themselves (no true classes known).
 BY_LABEL = "targeted(label)"
@@ -103,3 +103,10 @@ class ADMM(_Delegating):
     ``distortion="l2"``: a C&W-l2-like attack; ``distortion="elastic"``: EAD-like)."""
 
     _function = staticmethod(admm_attack)
+
+
+class GSE(_Delegating):
+    """:func:`strattack.attacks.gse` (GSE, Sadiku, Wagner & Pokutta, ICLR 2025): group-wise
+    sparse perturbations by a proximal gradient method with the 1/2-quasinorm."""
+
+    _function = staticmethod(gse)

@@ -29,6 +29,7 @@ ATTACKS: dict[str, Attack[Any]] = {
     "ead": attacks.ead,
     "fgm": attacks.fgm,
     "ifgsm": attacks.ifgsm,
+    "gse": attacks.gse,
 }
 
 #: Arguments the runner passes to the attacks itself, per batch.
