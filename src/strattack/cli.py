@@ -178,10 +178,17 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
               help="Tables and ratios over only the examples (image, target) that every attack "
               "finished, so all attacks are compared on the same examples (a merged store of "
               "runs of different sizes).")
+@click.option("--patch", type=click.IntRange(1), default=8, show_default=True,
+              help="Window side k of the d20 column: the k x k windows (stride 1) holding a "
+              "changed pixel.")
+@click.option("--is", "is_percentile", type=click.FloatRange(0, 100, max_open=True),
+              default=None, metavar="P",
+              help="Also the interpretability score at the P-th ASM percentile, ours and GSE's "
+              "(loads the store's model and images), e.g. --is 90.")
 def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
                    data_root: Path | None, ratios: tuple[tuple[str, str], ...],
                    out: Path | None, convention: str, html: bool, gallery: int,
-                   common: bool) -> None:
+                   common: bool, patch: int, is_percentile: float | None) -> None:
     """Best / average / worst-case table of a finished (or partial) `strattack eval` run.
 
     Prints Markdown and writes report.csv and report.json (+ PNG figures, + report.html with
@@ -190,7 +197,8 @@ def report_command(run_dir: Path, rank_by: str, figures: bool, examples: int,
 
     with _library_errors():
         result = report(run_dir, rank_by, figures, examples, data_root, ratios, out, convention,
-                        html=html, gallery=gallery, common=common)
+                        html=html, gallery=gallery, common=common, patch=patch,
+                        is_percentile=is_percentile)
     _echo_lines(result.lines)
     click.echo("wrote " + ", ".join(str(p) for p in result.written))
 

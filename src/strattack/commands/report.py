@@ -3,18 +3,21 @@ function behind ``strattack report``."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
-from ..evaluation.report import (COST_COLUMNS, REPORT_COLUMNS, cost_rows, ratio_notes,
-                                 ratio_rows, report_rows, write_report)
-from ..evaluation.store import STORE_NAME, ResultStore
+from ..evaluation.report import (COST_COLUMNS, Measure, cost_rows, ratio_notes, ratio_rows,
+                                 report_columns, report_rows, write_report)
+from ..evaluation.store import STORE_NAME, ExampleRecord, ResultStore
 from ..evaluation.finished_run import load_store_context
 from ..evaluation.summary import markdown_table
+from ..interpretability.analysis import asm_interpretability_scores
 from ..viz.report_figures import plot_group_heatmaps, plot_l0_histogram
 from ..viz.report_html import Gallery, HtmlTable, build_galleries, write_report_html
 from .common import TableResult, read_store, writable_folder
@@ -26,6 +29,12 @@ LEGEND = ("best/worst: easiest/hardest target by {rank_by}; norms are means over
 PAPER_LEGEND = ("convention paper (the authors' code): best/worst chosen per norm, average over "
                 "one random target per image, l0 counts |delta| >= 1e-7; passes/ex and s/ex "
                 "over all examples")
+GROUP_LEGEND = ("; pixel l0: pixels with any channel changed, clusters: 4-connected groups of "
+                "them, d20: {patch}x{patch} windows holding one")
+IS_LEGEND = ("; IS at the {p:g}th percentile of the ASM at the clean image: ours (eq. 23, ASM "
+             "eq. 61, percentile of all scores) and GSE's (ASM dZ_t/dx * |dZ_t0/dx| without "
+             "sign conditions, percentile of the non-zero scores)")
+IS_COLUMNS = ("IS", "IS (GSE)")
 
 
 #: Kept as a name of its own for callers; the same result as every table command's.
@@ -35,7 +44,8 @@ ReportResult = TableResult
 def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: int = 4,
            data_root: Path | None = None, ratios: Sequence[tuple[str, str]] = (),
            out: Path | None = None, convention: str = "ours", *, html: bool = False,
-           gallery: int = 4, common: bool = False) -> ReportResult:
+           gallery: int = 4, common: bool = False, patch: int = 8,
+           is_percentile: float | None = None) -> ReportResult:
     """Report of ``run_dir``'s store into ``out`` (default: ``run_dir``): report.csv and
     report.json, ratios.json for ``ratios`` (numerator, denominator labels), and with
     ``figures`` l0 histograms and group heatmaps (``examples`` per attack). The store is only
@@ -44,17 +54,28 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
     ``html``: also report.html, one self-contained page of the tables, the figures and a
     gallery of the first ``gallery`` examples adversarial under every attack (or of each
     attack's own, when no example is). ``common``: every attack restricted to the examples all
-    of them finished (else ratios between attacks with different examples get a note)."""
+    of them finished (else ratios between attacks with different examples get a note).
+    ``patch``: the window side of the d20 column. ``is_percentile``: also the IS columns, ours
+    and GSE's, at that percentile (needs the store's model and images)."""
     if gallery < 0:
         raise ConfigError(f"--gallery must be 0 or more examples, got {gallery}")
+    if patch < 1:
+        raise ConfigError(f"--patch must be 1 or more pixels, got {patch}")
+    if is_percentile is not None and not 0 <= is_percentile < 100:
+        raise ConfigError(f"--is must be a percentile in [0, 100), got {is_percentile}")
     path = store_path(run_dir)
     out = writable_folder(out or run_dir, "report")
     with read_store(path) as store:
-        rows = report_rows(store, rank_by=rank_by, convention=convention, common=common)
+        wants_context = figures or html or is_percentile is not None
+        context, notes = _context(store, data_root) if wants_context else (None, [])
+        measures = [] if is_percentile is None else [
+            _interpretability_measure(context, is_percentile, notes)]
+        rows = report_rows(store, rank_by=rank_by, convention=convention, common=common,
+                           patch=patch, measures=measures)
         if not rows:
             raise DataError(f"{path} has no finished examples yet"
                             + (" that every attack finished (--common)" if common else ""))
-        lines = [markdown_table(rows, REPORT_COLUMNS), *_cost_per_device(store, rows)]
+        lines = [markdown_table(rows, report_columns(rows)), *_cost_per_device(store, rows)]
         written = write_report(rows, out, "report" if convention == "ours" else "report-paper")
         if ratios:
             table, path = _write_ratios(rows, ratios, out)
@@ -62,8 +83,9 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
             lines += [] if common else ratio_notes(store, ratios)
             written.append(path)
         legend = LEGEND.format(rank_by=rank_by) if convention == "ours" else PAPER_LEGEND
+        legend += GROUP_LEGEND.format(patch=patch)
+        legend += "" if is_percentile is None else IS_LEGEND.format(p=is_percentile)
         legend += "; only the examples every attack finished (--common)" if common else ""
-        context, notes = _context(store, data_root) if figures or html else (None, [])
         lines += notes
         figure_paths = _figures(store, out, examples, context) if figures else []
         written += figure_paths
@@ -114,6 +136,31 @@ def _context(store: ResultStore, data_root: Path | None
         return None, [f"note: heatmaps without the images ({err})"]
 
 
+def _interpretability_measure(context: tuple[nn.Module, EvaluationData] | None,
+                              percentile: float, notes: list[str]) -> Measure:
+    """The IS columns (ours and GSE's) of targeted examples, on the store's model and clean
+    images; DataError without them (the note says why)."""
+    if context is None:
+        raise DataError("--is needs the model and the images the store was made with: "
+                        + "; ".join(notes))
+    model, data = context
+
+    def compute(records: Sequence[ExampleRecord], deltas: Tensor) -> dict[str, Tensor]:
+        out = {c: torch.full((len(records),), math.nan) for c in IS_COLUMNS}
+        # IS is defined for a target class: untargeted examples stay NaN
+        targeted = torch.tensor([r.target >= 0 for r in records])
+        chosen = [r for r in records if r.target >= 0]
+        if chosen:
+            images = data.images[data.rows([r.image for r in chosen])]
+            scores = asm_interpretability_scores(
+                model, images, torch.tensor([r.true_label for r in chosen]),
+                torch.tensor([r.target for r in chosen]), deltas[targeted], percentile)
+            out["IS"][targeted], out["IS (GSE)"][targeted] = scores["ours"], scores["gse"]
+        return out
+
+    return Measure(IS_COLUMNS, compute)
+
+
 def _figures(store: ResultStore, out: Path, examples: int,
              context: tuple[nn.Module, EvaluationData] | None) -> list[Path]:
     """The l0 histogram and the group heatmaps, written."""
@@ -126,7 +173,7 @@ def _write_html(store: ResultStore, run_dir: Path, out: Path, rows: list[dict[st
                 notes: tuple[str, ...], figures: list[Path], galleries: list[Gallery]) -> Path:
     """report.html: the case table (with the legend and notes), the cost per attack and
     device, the figures and the gallery."""
-    tables = [HtmlTable("Best / average / worst case", REPORT_COLUMNS, rows, notes),
+    tables = [HtmlTable("Best / average / worst case", report_columns(rows), rows, notes),
               HtmlTable("Cost per attack and device", COST_COLUMNS, cost_rows(store))]
     return write_report_html(out / "report.html", f"strattack report: {run_dir.resolve().name}",
                              store.meta(), tables, figures, galleries)

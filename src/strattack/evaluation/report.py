@@ -16,6 +16,12 @@ Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out
   the interval at n = images is conservative; with one example per image it is exact Wilson.
 * Norms (l0, l1, l2, linf, nonzero groups) are means over the successful examples of the case
   (so an attack that fails more can show smaller norms: read them next to the ASR).
+* Group sparsity at the pixel level (GSE's metrics, Sadiku et al., ICLR 2025), measured from
+  the stored perturbations when the report is made, so every store has them, and averaged like
+  the norms: ``pixel l0`` = pixels with any channel changed; ``clusters`` = 4-connected groups
+  of such pixels (GSE's ANC); ``d20`` = d_{2,0}, the k x k windows (stride 1, inside the image;
+  k = ``patch``, default 8) holding a changed pixel. Extra :class:`Measure` s (the IS columns
+  of ``strattack report --is``) are added the same way.
 * Model passes and seconds per example are means over *all* examples of the attack (the cost
   of running it), the same in every case. ``device`` is where they ran; when an attack's
   examples ran on more than one device (shards on different machines), s/ex is left out
@@ -34,24 +40,89 @@ import json
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
+from .metrics import group_sparsity_metrics
 from .store import ExampleRecord, ResultStore
 
-__all__ = ["CASES", "CONVENTIONS", "COST_COLUMNS", "NORMS", "case_rows", "paper_case_rows",
-           "with_paper_l0", "common_examples", "cost_rows", "default_labels", "ratio_notes",
-           "ratio_rows", "report_rows", "store_labels", "wilson_interval", "write_report"]
+__all__ = ["CASES", "CONVENTIONS", "COST_COLUMNS", "GROUP_COLUMNS", "NORMS", "Measure",
+           "Measurements", "case_rows", "group_sparsity_measure", "measure_records",
+           "paper_case_rows", "with_paper_l0", "common_examples", "cost_rows", "default_labels",
+           "ratio_notes", "ratio_rows", "report_columns", "report_rows", "store_labels",
+           "wilson_interval", "write_report"]
 
 CASES = ("best", "average", "worst")
 CONVENTIONS = ("ours", "paper")
 PAPER_L0_THRESHOLD = 1e-7
 NORMS = ("l0", "l1", "l2", "linf")
+GROUP_COLUMNS = ("pixel l0", "clusters", "d20")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "ASR 95% CI", "l0", "l1", "l2", "linf",
-                  "groups", "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
+                  "groups", *GROUP_COLUMNS, "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
+#: Successful examples measured at once: a batch of ImageNet perturbations is 38 MB.
+MEASURE_CHUNK = 64
+Example = tuple[int, int]
+_NO_PERTURBATION = np.empty(0, np.float32)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Per-example metrics made at report time: ``compute(records, deltas)`` gives, for the
+    records of a chunk and their stacked (n, C, H, W) perturbations, one (n,) tensor per
+    column of ``columns``."""
+
+    columns: tuple[str, ...]
+    compute: Callable[[Sequence[ExampleRecord], Tensor], dict[str, Tensor]]
+
+
+@dataclass
+class Measurements:
+    """The values of some :class:`Measure` columns per (image, target) example."""
+
+    columns: tuple[str, ...] = ()
+    values: dict[Example, dict[str, float]] = field(default_factory=dict)
+
+    def of(self, record: ExampleRecord, column: str) -> float:
+        return self.values.get((record.image, record.target), {}).get(column, math.nan)
+
+
+def group_sparsity_measure(patch: int = 8) -> Measure:
+    """pixel l0, clusters and d20 (``patch`` x ``patch`` windows) of the perturbations."""
+    return Measure(GROUP_COLUMNS, lambda _, deltas: group_sparsity_metrics(deltas, patch))
+
+
+def measure_records(records: Iterable[ExampleRecord], measures: Sequence[Measure]
+                    ) -> tuple[list[ExampleRecord], Measurements]:
+    """``records`` (with perturbations) without their perturbations, and the ``measures`` of
+    the successful ones (the only ones the tables average), computed a chunk at a time so
+    that a large store is never decoded whole."""
+    kept: list[ExampleRecord] = []
+    measured = Measurements(tuple(c for m in measures for c in m.columns))
+    chunk: list[ExampleRecord] = []
+    for record in records:
+        kept.append(replace(record, perturbation=_NO_PERTURBATION))
+        if record.success:
+            chunk.append(record)
+        if len(chunk) == MEASURE_CHUNK:
+            _measure_chunk(chunk, measures, measured)
+            chunk = []
+    if chunk:
+        _measure_chunk(chunk, measures, measured)
+    return kept, measured
+
+
+def _measure_chunk(chunk: Sequence[ExampleRecord], measures: Sequence[Measure],
+                   into: Measurements) -> None:
+    deltas = torch.stack([torch.from_numpy(r.perturbation) for r in chunk])
+    for measure in measures:
+        for column, values in measure.compute(chunk, deltas).items():
+            for record, value in zip(chunk, values.tolist()):
+                into.values.setdefault((record.image, record.target), {})[column] = value
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -73,9 +144,22 @@ def interval_text(rate: float, n: int) -> str:
     return "n/a" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _metric(record: ExampleRecord, name: str, measured: Measurements | None) -> float:
+    """A stored metric of ``record`` or one ``measured`` at report time."""
+    if measured is not None and name in measured.columns:
+        return measured.of(record, name)
+    return getattr(record, name)
+
+
+def _metric_names(measured: Measurements | None) -> tuple[str, ...]:
+    return (*NORMS, "groups", *(measured.columns if measured is not None else ()))
+
+
 def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
-              cases: Sequence[str] = CASES) -> list[dict[str, object]]:
-    """One row per case for one attack's examples (definitions in the module docstring)."""
+              cases: Sequence[str] = CASES, measured: Measurements | None = None
+              ) -> list[dict[str, object]]:
+    """One row per case for one attack's examples (definitions in the module docstring), with
+    the ``measured`` columns after the stored norms."""
     if rank_by not in NORMS:
         raise ValueError(f"rank_by must be one of {NORMS}, got {rank_by!r}")
     by_image = _by_image(records)
@@ -96,20 +180,22 @@ def case_rows(label: str, records: Sequence[ExampleRecord], rank_by: str = "l2",
             asr = len(chosen) / len(by_image) if by_image else math.nan
         else:
             raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
-        norms = {name: _mean([getattr(r, name) for r in chosen]) for name in (*NORMS, "groups")}
+        norms = {name: _mean([_metric(r, name, measured) for r in chosen])
+                 for name in _metric_names(measured)}
         rows.append(_row(label, case, by_image, records, asr, norms, cost))
     return rows
 
 
-def paper_case_rows(label: str, records: Sequence[ExampleRecord], seed: int = 0
-                    ) -> list[dict[str, object]]:
+def paper_case_rows(label: str, records: Sequence[ExampleRecord], seed: int = 0,
+                    measured: Measurements | None = None) -> list[dict[str, object]]:
     """The cases as the authors' evaluation code computes them (``--convention paper``; issue
     19): best / worst case chosen **per norm** (best-case l0 = mean over images of the smallest
     l0 among the image's successful targets, best-case l2 likewise, possibly of another
     target; worst case: the largest, over images whose targets all succeeded), and the average
     case over **one random target per image** (drawn from ``seed`` and the image index, so
     reproducible). ASR as in :func:`case_rows` for best and worst. l0 should count |delta| >=
-    1e-7 (see :func:`with_paper_l0`)."""
+    1e-7 (see :func:`with_paper_l0`). The ``measured`` columns are chosen per column too."""
+    names = _metric_names(measured)
     by_image = _by_image(records)
     cost = _cost_columns(records)
     rows = []
@@ -117,17 +203,17 @@ def paper_case_rows(label: str, records: Sequence[ExampleRecord], seed: int = 0
         if case == "average":
             picks = [random.Random(seed * 1_000_003 + image).choice(group)
                      for image, group in sorted(by_image.items())]
-            chosen_by_norm = {name: [r for r in picks if r.success] for name in (*NORMS, "groups")}
+            chosen_by_norm = {name: [r for r in picks if r.success] for name in names}
             asr = sum(r.success for r in picks) / len(picks) if picks else math.nan
         else:
             pick = min if case == "best" else max
             groups = [[r for r in g if r.success] for g in by_image.values()]
             groups = [ok for ok, g in zip(groups, by_image.values())
                       if ok and (case == "best" or len(ok) == len(g))]
-            chosen_by_norm = {name: [pick(ok, key=lambda r: getattr(r, name)) for ok in groups]
-                              for name in (*NORMS, "groups")}
+            chosen_by_norm = {name: [pick(ok, key=lambda r: _metric(r, name, measured))
+                                     for ok in groups] for name in names}
             asr = len(groups) / len(by_image) if by_image else math.nan
-        norms = {name: _mean([getattr(r, name) for r in chosen])
+        norms = {name: _mean([_metric(r, name, measured) for r in chosen])
                  for name, chosen in chosen_by_norm.items()}
         rows.append(_row(label, case, by_image, records, asr, norms, cost))
     return rows
@@ -193,9 +279,6 @@ def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: s
     return out
 
 
-Example = tuple[int, int]
-
-
 def example_sets(store: ResultStore) -> dict[str, frozenset[Example]]:
     """attack key -> the (image, target) pairs it finished."""
     return {key: frozenset(store.done(key)) for key in store.attacks()}
@@ -225,7 +308,8 @@ def ratio_notes(store: ResultStore, ratios: Sequence[tuple[str, str]],
 
 def report_rows(store: ResultStore, rank_by: str = "l2",
                 labels: dict[str, str] | None = None, convention: str = "ours",
-                common: bool = False) -> list[dict[str, object]]:
+                common: bool = False, *, patch: int = 8,
+                measures: Sequence[Measure] = ()) -> list[dict[str, object]]:
     """Rows for every attack in the store, case-major within each attack.
 
     ``labels`` maps attack keys to display names; by default the name plus the parameters that
@@ -233,22 +317,33 @@ def report_rows(store: ResultStore, rank_by: str = "l2",
     ``rank_by``, :func:`case_rows`) or ``"paper"`` (the authors' code: per-norm cases, one
     random target per image, l0 at |delta| >= 1e-7; :func:`paper_case_rows`). ``common``: only
     the examples every attack finished (:func:`common_examples`), so that all attacks are
-    compared on the same examples."""
+    compared on the same examples. Every row also has the group-sparsity columns
+    (:data:`GROUP_COLUMNS`, windows of side ``patch``) and those of ``measures``, measured from
+    the stored perturbations."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     paper = convention == "paper"
     attacks = store.attacks()
     labels = labels or store_labels(store)
     keep = common_examples(store) if common else None
+    measures = (group_sparsity_measure(patch), *measures)
     rows: list[dict[str, object]] = []
     for key in attacks:
-        records = [r for r in store.records(key, with_perturbation=paper)
-                   if keep is None or (r.image, r.target) in keep]
+        stored = (with_paper_l0(r) if paper else r
+                  for r in store.records(key, with_perturbation=True)
+                  if keep is None or (r.image, r.target) in keep)
+        records, measured = measure_records(stored, measures)
         if records and paper:
-            rows += paper_case_rows(labels[key], [with_paper_l0(r) for r in records])
+            rows += paper_case_rows(labels[key], records, measured=measured)
         elif records:
-            rows += case_rows(labels[key], records, rank_by)
+            rows += case_rows(labels[key], records, rank_by, measured=measured)
     return rows
+
+
+def report_columns(rows: Sequence[dict[str, object]]) -> tuple[str, ...]:
+    """The columns of report rows: :data:`REPORT_COLUMNS` with the extra measured ones after
+    the group-sparsity columns, in the rows' order."""
+    return tuple(rows[0]) if rows else REPORT_COLUMNS
 
 
 COST_COLUMNS = ("attack", "device", "examples", "passes/ex", "s/ex", "seconds")
@@ -318,7 +413,7 @@ def write_report(rows: list[dict[str, object]], out_dir: str | Path, stem: str =
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=report_columns(rows))
         writer.writeheader()
         writer.writerows(rows)
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}

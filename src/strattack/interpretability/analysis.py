@@ -10,6 +10,9 @@ For every example (x0, t0, t) and every attack's perturbation delta:
   The paper does not give the CAM threshold; we report the whole curve. Models without a global
   average pooling + linear head (our CIFAR-10 and MNIST networks) get Grad-CAM instead
   (:func:`~.class_maps.choose_class_maps`); ``cam_method`` says which was used.
+
+:func:`asm_interpretability_scores` gives one percentile's ASM-based IS under both conventions,
+ours and GSE's, from one pair of backward passes: the IS columns of ``strattack report``.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .asm import asm
+from .asm import asm, logit_gradients, saliency_from_gradients
 from .class_maps import ClassMaps, choose_class_maps
-from .score import interpretability_curve
+from .score import (asm_mask, gse_interpretability_mask, interpretability_curve,
+                    interpretability_score)
 
-__all__ = ["PERCENTILES", "InterpretabilityCurves", "measure_interpretability"]
+__all__ = ["PERCENTILES", "InterpretabilityCurves", "asm_interpretability_scores",
+           "measure_interpretability"]
 
 #: Fig. 3(a): from the 30th to the 90th percentile.
 PERCENTILES: tuple[float, ...] = (30, 40, 50, 60, 70, 80, 90)
@@ -115,6 +120,21 @@ def measure_interpretability(model: nn.Module, inputs: Tensor, true_labels: Tens
         result.cam_is = {k: torch.cat(v, dim=1).cpu() for k, v in cam_parts.items()}
     result.zero_fraction = {k: torch.cat(v) for k, v in zero_parts.items() if v}
     return result
+
+
+def asm_interpretability_scores(model: nn.Module, inputs: Tensor, true_labels: Tensor,
+                                targets: Tensor, delta: Tensor, percentile: float
+                                ) -> dict[str, Tensor]:
+    """(N,) ASM-based IS of ``delta`` on ``inputs`` at ``percentile``: "ours" (eq. (23) with
+    eq. (61)'s ASM and the linear percentile of all scores) and "gse" (GSE's: the ASM without
+    sign conditions, the percentile of the non-zero scores); NaN where delta = 0. The two maps
+    share their gradients, so both cost two backward passes."""
+    g_t, g_o = logit_gradients(model, inputs, targets, true_labels)
+    d = delta.to(inputs.device, inputs.dtype)
+    ours = asm_mask(saliency_from_gradients(g_t, g_o, "61"), percentile)
+    gse = gse_interpretability_mask(saliency_from_gradients(g_t, g_o, "gse"), percentile)
+    return {"ours": interpretability_score(d, ours).cpu(),
+            "gse": interpretability_score(d, gse).cpu()}
 
 
 def _class_maps(model: nn.Module, example: Tensor, use_cam: bool | None,

@@ -21,6 +21,15 @@ Both cases collapse into one product of rectified gradients,
 ``g_t >= 0`` and ``g_o <= 0`` it is ``g_t * |g_o|``, and elsewhere one factor is zero. This is
 what :func:`asm` computes.
 
+* ``variant="gse"``, the map of GSE's code (Sadiku, Wagner & Pokutta, ICLR 2025; its IS is
+  eq. (23) with this map and another percentile, see :mod:`.score`)::
+
+      ASM(x, t)[i] = (dZ_t/dx_i) * |dZ_t0/dx_i|          everywhere
+
+  eq. (61) without the sign conditions: equal to it where ``dZ_t/dx_i >= 0`` and
+  ``dZ_t0/dx_i <= 0``, positive also where both gradients are positive, negative where
+  ``dZ_t/dx_i < 0``.
+
 Batching: the logits of different images do not depend on each other's inputs (a model in eval
 mode), so ``d(sum_n Z(x_n)_{t_n})/dx`` holds the gradient of every image's own target logit.
 One backward pass per needed logit (two in all) gives the whole batch; nothing loops over
@@ -33,9 +42,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["asm", "logit_gradients"]
+__all__ = ["asm", "logit_gradients", "saliency_from_gradients"]
 
-Variant = Literal["61", "60"]
+Variant = Literal["61", "60", "gse"]
+VARIANTS: tuple[str, ...] = ("61", "60", "gse")
 
 
 def _labels(labels: Tensor | int, n: int, num_classes: int, device: torch.device,
@@ -91,19 +101,30 @@ def asm(model: nn.Module, inputs: Tensor, true_labels: Tensor | int | None,
         true_labels: true classes t0, an int or (N,); used by eq. (61), ignored (may be None) by
             eq. (60).
         targets: target classes t, an int or (N,).
-        variant: ``"61"`` (default; the paper's eq. (61), true and target logits only) or
-            ``"60"`` (eq. (60), target logit against the sum of all other logits).
+        variant: ``"61"`` (default; the paper's eq. (61), true and target logits only),
+            ``"60"`` (eq. (60), target logit against the sum of all other logits) or ``"gse"``
+            (GSE's map, eq. (61) without its sign conditions).
 
     Returns:
-        Non-negative tensor shaped like ``inputs``:
-        ``max(dZ_t/dx, 0) * max(-dZ_o/dx, 0)``, equal to eq. (61) (``o = t0``) or eq. (60)
-        (``dZ_o = sum_{j != t} dZ_j``) entry by entry. Two backward passes over the batch.
+        A tensor shaped like ``inputs``: ``max(dZ_t/dx, 0) * max(-dZ_o/dx, 0)``, equal to
+        eq. (61) (``o = t0``) or eq. (60) (``dZ_o = sum_{j != t} dZ_j``) entry by entry, or
+        for ``"gse"`` ``dZ_t/dx * |dZ_t0/dx|`` (of either sign). Two backward passes over the
+        batch.
     """
-    if variant not in ("61", "60"):
-        raise ValueError(f"variant must be '61' or '60', got {variant!r}")
-    if variant == "61" and true_labels is None:
-        raise ValueError("variant '61' needs true_labels (eq. (61) uses the true-class logit)")
-    others = true_labels if variant == "61" else None
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant != "60" and true_labels is None:
+        raise ValueError(f"variant {variant!r} needs true_labels (it uses the true-class logit)")
+    others = true_labels if variant != "60" else None
     g_t, g_o = logit_gradients(model, inputs, targets, others)
+    return saliency_from_gradients(g_t, g_o, variant)
+
+
+def saliency_from_gradients(g_t: Tensor, g_o: Tensor, variant: Variant = "61") -> Tensor:
+    """The ASM of ``variant`` from :func:`logit_gradients`' ``(g_t, g_o)`` (``g_o`` of the true
+    class for "61" and "gse", of the other classes' sum for "60"): several maps from one pair
+    of backward passes."""
+    if variant == "gse":
+        return g_t * g_o.abs()
     # eqs. (60)/(61): zero where dZ_t/dx_i < 0 or dZ_o/dx_i > 0, else dZ_t/dx_i * |dZ_o/dx_i|.
     return g_t.clamp(min=0) * g_o.neg().clamp(min=0)

@@ -15,20 +15,35 @@ threshold are all kept with ``strict=False``. The two differ where many scores e
 typical: eqs. (60)/(61) are exactly 0 on every entry whose gradients have the wrong signs, so
 a percentile below the fraction of zeros is 0, and then ``>=`` keeps all zero-score entries
 while ``>`` keeps none of them.
+
+GSE's IS (Sadiku, Wagner & Pokutta, ICLR 2025) is this eq. (23) under two other conventions, so
+it is an option here rather than a second score: the map is ASM ``variant="gse"``
+(:func:`~.asm.asm`) and the threshold ``rank="nonzero"``: the order statistic of the image's
+**non-zero** scores ``a_(1) <= ... <= a_(m)`` at rank ``r = ceil(nu/100 * (m + 1))``, i.e.
+``a_(r)`` (0 for ``r = 0``, no entry kept past the top: GSE's code fails there), keeping the
+entries strictly above it. Zero scores do not count, so the mask is the top ``1 - nu/100`` of
+the non-zero scores instead of a share of every entry. :func:`gse_interpretability_mask`
+composes the two.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 __all__ = ["percentile_threshold", "percentile_mask", "asm_mask", "cam_mask",
-           "interpretability_score", "interpretability_curve"]
+           "interpretability_score", "interpretability_curve", "gse_interpretability_mask"]
+
+#: "linear": numpy's percentile of all scores (ours); "nonzero": GSE's rank among non-zero ones
+Rank = Literal["linear", "nonzero"]
 
 
-def percentile_threshold(scores: Tensor, percentile: float) -> Tensor:
-    """Per-image nu-th percentile of ``scores`` (N, ...), linear interpolation (numpy's default).
+def percentile_threshold(scores: Tensor, percentile: float, rank: Rank = "linear") -> Tensor:
+    """Per-image nu-th percentile of ``scores`` (N, ...): ``rank="linear"``, linear
+    interpolation over all scores (numpy's default); ``"nonzero"``, GSE's order statistic of
+    the non-zero scores (module docstring).
 
     Returns (N,) in the dtype of ``scores`` (float32 for integer/bool scores). Sort-based, so it has
     no size limit (unlike ``torch.quantile``).
@@ -41,6 +56,10 @@ def percentile_threshold(scores: Tensor, percentile: float) -> Tensor:
     flat = scores.detach().flatten(1) if scores.dim() > 1 else scores.detach()[:, None]
     if not flat.is_floating_point():
         flat = flat.float()
+    if rank == "nonzero":
+        return _nonzero_rank_threshold(flat, float(percentile))
+    if rank != "linear":
+        raise ValueError(f"rank must be 'linear' or 'nonzero', got {rank!r}")
     ordered = flat.sort(dim=1).values
     d = ordered.shape[1]
     pos = float(percentile) / 100.0 * (d - 1)
@@ -50,10 +69,24 @@ def percentile_threshold(scores: Tensor, percentile: float) -> Tensor:
     return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
 
 
-def percentile_mask(scores: Tensor, percentile: float, *, strict: bool = True) -> Tensor:
+def _nonzero_rank_threshold(flat: Tensor, percentile: float) -> Tensor:
+    """GSE's threshold per row of ``flat`` (N, d): its non-zero entries sorted, the one at rank
+    ceil(percentile/100 * (m + 1)) (1-based; 0 at rank 0; the largest past the top)."""
+    nonzero = flat != 0
+    m = nonzero.sum(dim=1)
+    # zeros sorted past every non-zero score: the first m entries are the non-zero ones
+    ordered = torch.where(nonzero, flat, torch.full_like(flat, float("inf"))).sort(dim=1).values
+    ranks = torch.ceil(percentile / 100.0 * (m + 1).double()).long()
+    picked = ordered.gather(1, (torch.minimum(ranks, m) - 1).clamp(min=0)[:, None])[:, 0]
+    return torch.where((ranks > 0) & (m > 0), picked, torch.zeros_like(picked))
+
+
+def percentile_mask(scores: Tensor, percentile: float, *, strict: bool = True,
+                    rank: Rank = "linear") -> Tensor:
     """Boolean mask, shaped like ``scores`` (N, ...), of the entries at or above (``strict``:
-    strictly above) their image's ``percentile``-th percentile (see the module docstring)."""
-    thr = percentile_threshold(scores, percentile)
+    strictly above) their image's ``percentile``-th percentile (``rank``: its convention; see
+    the module docstring)."""
+    thr = percentile_threshold(scores, percentile, rank)
     thr = thr.reshape((-1,) + (1,) * (scores.dim() - 1))
     values = scores.detach() if scores.is_floating_point() else scores.detach().float()
     return values > thr if strict else values >= thr
@@ -64,6 +97,13 @@ def asm_mask(scores: Tensor, percentile: float, *, strict: bool = True) -> Tenso
     above the per-image ``percentile``-th percentile ``nu`` of all ``C*H*W`` scores of that image
     (``strict=True``: strictly above, the paper's ``ASM > nu``). Same shape as ``scores``."""
     return percentile_mask(scores, percentile, strict=strict)
+
+
+def gse_interpretability_mask(scores: Tensor, percentile: float) -> Tensor:
+    """GSE's ``nu_P(ASM)``: the entries of its ASM (``asm(..., variant="gse")``) strictly above
+    the ``percentile``-th order statistic of the image's non-zero scores; with
+    :func:`interpretability_score` it gives GSE's IS."""
+    return percentile_mask(scores, percentile, strict=True, rank="nonzero")
 
 
 def cam_mask(cams: Tensor, percentile: float, *, strict: bool = True) -> Tensor:
