@@ -13,7 +13,8 @@ from strattack import gse
 from strattack.attacks import GSE_IMAGENET, GSEConfig
 from strattack.attacks.group_sparse import (gaussian_kernel, half_threshold,
                                             largest_active_lambda,
-                                            lower_lambda_near_perturbation, nonzero_patches)
+                                            lower_lambda_near_perturbation)
+from strattack.solver.groups import nonzero_windows as nonzero_patches
 from strattack.solver.losses import logit_margin
 
 SMALL = dict(iterations=12, k_hat=5, search_steps=2, step_size=0.05, mu=0.1)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..result import AttackResult
+from ..solver.groups import nonzero_windows
 from ..solver.losses import hinge, is_adversarial
 from ..validation import check_count, check_nonnegative, check_positive
 from .call import attack_function
@@ -133,14 +134,6 @@ def lower_lambda_near_perturbation(lam: Tensor, delta: Tensor, q: float, kernel:
     return lam / torch.where(near > 0, 1 + near, torch.full_like(near, q))
 
 
-def nonzero_patches(delta: Tensor, patch: int) -> Tensor:
-    """d_2,0 per image: the number of 'valid' patch x patch windows (stride 1) in which delta is
-    not zero."""
-    perturbed = (delta.abs().sum(dim=1, keepdim=True) > 0).to(delta.dtype)
-    size = min(patch, *delta.shape[2:])
-    return (F.max_pool2d(perturbed, size, stride=1) > 0).flatten(1).sum(dim=1).to(delta.dtype)
-
-
 # --- the attack ----------------------------------------------------------------------------
 
 def gse_core(model: Model, inputs: Tensor, labels: Tensor, config: GSEConfig, *,
@@ -222,7 +215,8 @@ def search_step(call: AttackCall, config: GSEConfig, todo: Tensor, lam0: Tensor,
         with torch.no_grad():
             adv = is_adversarial(call.margin(x0_i + moved, idx, "proximal gradient"),
                                  call.confidence)
-        best.update(idx, nonzero_patches(moved, config.patch), moved, lam0[idx], candidate=adv)
+        patches = nonzero_windows(moved, min(config.patch, *x0.shape[2:])).to(x0.dtype)
+        best.update(idx, patches, moved, lam0[idx], candidate=adv)
         success[idx[adv]] = True
         running[idx[adv]] = False
     return success

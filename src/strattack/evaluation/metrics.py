@@ -4,10 +4,9 @@ number of 4-connected clusters of perturbed pixels, and d_{2,0} (non-zero k x k 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..solver.groups import GroupSpec
+from ..solver.groups import GroupSpec, nonzero_windows
 
 __all__ = ["perturbation_metrics", "perturbed_pixels", "pixel_l0", "cluster_count",
            "nonzero_patches", "group_sparsity_metrics"]
@@ -80,9 +79,7 @@ def nonzero_patches(delta: Tensor, patch: int = 8) -> Tensor:
     if not 1 <= patch <= min(h, w):
         raise ValueError(f"the patch side must lie in [1, {min(h, w)}] for {h} x {w} images, "
                          f"got {patch}")
-    # a window's mean of a 0/1 map is positive exactly when it holds a perturbed pixel
-    touched = F.avg_pool2d(mask[:, None].float(), patch, stride=1) > 0
-    return touched.flatten(1).sum(dim=1)
+    return nonzero_windows(delta, patch)
 
 
 def group_sparsity_metrics(delta: Tensor, patch: int = 8) -> dict[str, Tensor]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -127,3 +128,11 @@ def block_soft_threshold(cols: Tensor, threshold: Tensor | float) -> Tensor:
         threshold = threshold.reshape(-1, 1, 1)
     scale = (1 - threshold / norms.clamp_min(torch.finfo(cols.dtype).tiny)).clamp_min(0)
     return cols * scale
+
+
+def nonzero_windows(delta: Tensor, size: int) -> Tensor:
+    """(N,) d_2,0 of GSE: the number of ``size`` x ``size`` windows (stride 1, only positions
+    inside the image) in which ``delta`` (N, C, H, W) has a non-zero entry; ``size`` must fit."""
+    perturbed = (delta != 0).any(dim=1, keepdim=True).float()
+    # a window's mean of a 0/1 map is positive exactly when it holds a perturbed pixel
+    return (F.avg_pool2d(perturbed, size, stride=1) > 0).flatten(1).sum(dim=1)
