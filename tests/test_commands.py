@@ -66,8 +66,9 @@ def test_read_store_names_a_file_sqlite_cannot_read(tmp_path):
 def test_report_returns_the_tables_and_writes_the_files(run, tmp_path):
     result = report(run, figures=False, ratios=[("ifgsm", "fgm")], out=tmp_path)
     assert [r["case"] for r in result.rows] == ["best", "average", "worst"] * 2
-    assert "| fgm | best |" in result.lines[0]
-    assert "| ifgsm / fgm | average |" in result.lines[1]
+    assert result.lines[0] == "mnist (bundled images): model mnist, weights bundled\n"
+    assert "| fgm | best |" in result.lines[1]
+    assert "| ifgsm / fgm | average |" in result.lines[2]
     assert result.lines[-1].startswith("best/worst: easiest/hardest target by l2")
     assert [p.name for p in result.written] == ["report.csv", "report.json", "ratios.json"]
     ratios = json.loads((tmp_path / "ratios.json").read_text())

@@ -204,7 +204,8 @@ def test_eval_on_the_training_split_feeds_train_defense_adversarial(tmp_path, mo
     model = tmp_path / "w.safetensors"
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--data-root", str(tmp_path),
                                     "--split", "train", "--targets", "untargeted", "-a", "fgm",
-                                    "--model", "band_model:build", "-o", str(tmp_path / "run"),
+                                    "--model", "band_model:build", "--no-weights",
+                                    "-o", str(tmp_path / "run"),
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     seen = {}

@@ -295,7 +295,8 @@ def _random_start_run(out: Path, **options) -> Path:
     settings = ('ifgsm.norm="l2"', "ifgsm.random_start=true", "ifgsm.steps=3",
                 "ifgsm.grid_steps=4", "ifgsm.search_steps=3")
     config = EvalConfig.from_sources(None, {
-        "dataset": "mnist", "data_root": out, "model": "band_model:build", "targets": "next",
+        "dataset": "mnist", "data_root": out, "model": "band_model:build", "no_weights": True,
+        "targets": "next",
         "attacks": ("ifgsm",), "settings": settings, "progress": False, "out": out, **options})
     evaluate(config, log=lambda _: None, warn=lambda _: None)
     return out
@@ -349,7 +350,8 @@ GAP_MODEL_CORRECT = (7, 9, 12, 16, 20, 58, 62, 73)
 def test_eval_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "strattack.cli", "eval", "--dataset", "mnist", "--bundled",
-           "--model", "slow_model:build", "--indices", ",".join(map(str, SLOW_MODEL_CORRECT)),
+           "--model", "slow_model:build", "--no-weights",
+           "--indices", ",".join(map(str, SLOW_MODEL_CORRECT)),
            "--targets", "1,2,3", "-a", "fgm", "--set", 'fgm.norm="l2"', "--batch-size", "1",
            "--threads", "1", "--no-progress", "-o", str(out)]
     env = os.environ | {"PYTHONPATH": str(TESTS)}
@@ -450,7 +452,8 @@ def test_explain_from_a_store_writes_curves_and_panels(tmp_path):
     sys.path.insert(0, str(TESTS))
     runner = CliRunner()
     res = runner.invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
-                               "gap_model:build", "--indices", ",".join(map(str, GAP_MODEL_CORRECT)),
+                               "gap_model:build", "--no-weights",
+                               "--indices", ",".join(map(str, GAP_MODEL_CORRECT)),
                                "--targets", "all",
                                "-a", "fgm", "-a", "ifgsm", "--set", "ifgsm.steps=3",
                                "--no-progress", "-o", str(tmp_path)], env=env)
@@ -546,7 +549,8 @@ def test_eval_on_an_image_folder_with_a_user_model_and_weights(tmp_path):
                                     str(tmp_path / "o2")])
     assert res.exit_code != 0 and "--model is required" in res.output
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--bundled", "--model",
-                                    "rgb_model:nosuch", "-a", "fgm", "-o", str(tmp_path / "o3")])
+                                    "rgb_model:nosuch", "--no-weights", "-a", "fgm",
+                                    "-o", str(tmp_path / "o3")])
     assert res.exit_code != 0 and "no callable 'nosuch'" in res.output
 
 
@@ -623,7 +627,7 @@ def test_first_correct_decodes_an_image_folder_only_as_far_as_needed(tmp_path, m
         def forward(self, x):
             k = (x.mean(dim=(1, 2, 3)) * 255 / 20).round().long()
             pred = torch.where(k < 5, k % 3, torch.zeros_like(k))
-            return torch.nn.functional.one_hot(pred, 1000).float()
+            return 10 * torch.nn.functional.one_hot(pred, 1000).float()    # logits
 
     decoded = []
     original = image_folder.preprocess_image

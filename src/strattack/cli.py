@@ -48,14 +48,15 @@ def main() -> None:
               default=Path("strattack-demo.png"), show_default=True, help="PNG figure to write.")
 @click.option("--device", default="cpu", show_default=True, callback=device_callback,
               help="torch device, e.g. cpu or cuda.")
+@THREADS_OPTION
 def demo_command(dataset: str, num_images: int, target_offset: int, output: Path,
-                 device: str) -> None:
+                 device: str, threads: int | None) -> None:
     """Attack a few bundled images with StrAttack and a dense l2 baseline; print a table and
     write a Fig. 2-style PNG (original, adversarial, group-wise perturbation heatmap)."""
     from .commands.demo import demo
 
     with _library_errors():
-        result = demo(dataset, num_images, target_offset, output, device)
+        result = demo(dataset, num_images, target_offset, output, device, threads)
     _echo_lines(result.lines)
     click.echo(f"figure written to {result.figure.resolve()}")
 

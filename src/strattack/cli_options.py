@@ -71,6 +71,9 @@ _EVAL_OPTIONS = [
                   help="Bundled model name (default: the dataset's) or package.module:callable."),
     click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Weights for a module:callable model (.safetensors or a state dict)."),
+    click.option("--no-weights", is_flag=True, default=None,
+                  help="Attack a module:callable model without --weights: the network as the "
+                  "callable builds it (randomly initialised unless it loads weights itself)."),
     click.option("-a", "--attack", "attacks", multiple=True,
                   help="Attack to run (repeatable): str_attack, cw_l2, ead, fgm, ifgsm, ..."),
     click.option("--set", "settings", multiple=True, metavar="ATTACK.PARAM=VALUE",

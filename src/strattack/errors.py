@@ -6,7 +6,7 @@ Each is also a ``ValueError`` (what the library raised before these types existe
 """
 from __future__ import annotations
 
-__all__ = ["StrattackError", "ConfigError", "DataError"]
+__all__ = ["StrattackError", "ConfigError", "DataError", "ModelError"]
 
 
 class StrattackError(ValueError):
@@ -20,3 +20,8 @@ class ConfigError(StrattackError):
 
 class DataError(StrattackError):
     """Data, weights or a store on disk cannot be used as they are: fix or replace the file."""
+
+
+class ModelError(StrattackError):
+    """The user's model code failed (its module does not import, or its factory raises): the
+    message names the file and line, so that the fix is in that code."""

@@ -40,9 +40,13 @@ class DemoResult:
 
 
 def demo(dataset: str = "mnist", num_images: int = 5, target_offset: int = 1,
-         output: Path = Path("strattack-demo.png"), device: str = "cpu") -> DemoResult:
+         output: Path = Path("strattack-demo.png"), device: str = "cpu",
+         threads: int | None = None) -> DemoResult:
     """Attack the first ``num_images`` correctly classified bundled test images of ``dataset``
-    toward (label + ``target_offset``) mod 10 with both runs; write the figure to ``output``."""
+    toward (label + ``target_offset``) mod 10 with both runs; write the figure to ``output``.
+    ``threads``: torch CPU threads (None: torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)  # beside other jobs, oversubscribed threads spin
     torch.manual_seed(0)
     info = DATASETS[dataset]
     model = load_pretrained(dataset, device=device)

@@ -81,6 +81,7 @@ class _Examples:
 def explain(options: ExplainOptions) -> ExplainResult:
     """IS vs percentile curves (ASM-based, and CAM-based where the model has a CAM), their
     paired difference, and per-example ASM / CAM panels, written into the output folder."""
+    _check_options(options)
     if options.threads:
         torch.set_num_threads(options.threads)  # beside other jobs, oversubscribed threads spin
     ex, out = _from_store(options) if options.run_dir is not None else _one_image(options)
@@ -102,6 +103,26 @@ def explain(options: ExplainOptions) -> ExplainResult:
     lines = [f"note: {n}" for n in ex.notes] + _is_table(curves.percentiles, means, summary,
                                                          names)
     return ExplainResult(lines, summary, written)
+
+
+#: The options that choose the one image to attack; a run folder's store gives its own.
+ONE_IMAGE_OPTIONS = {"dataset": "--dataset", "bundled": "--bundled", "model_spec": "--model",
+                     "image_index": "--image", "target": "--target"}
+
+
+def _check_options(o: ExplainOptions) -> None:
+    """ConfigError for options this mode would ignore: with RUN_DIR the examples, model and
+    images are the store's; without it StrAttack and C&W-l2 attack one image."""
+    if o.run_dir is not None:
+        given = [flag for name, flag in ONE_IMAGE_OPTIONS.items()
+                 if getattr(o, name) is not None and getattr(o, name) is not False]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ConfigError(f"{', '.join(given)} {verb} only without RUN_DIR: the examples, "
+                              f"model and images of {o.run_dir} are those of its store")
+    elif o.attacks:
+        raise ConfigError("--attack chooses attacks of a RUN_DIR's store; without RUN_DIR, "
+                          "StrAttack and C&W-l2 attack the image")
 
 
 def _from_store(o: ExplainOptions) -> tuple[_Examples, Path]:

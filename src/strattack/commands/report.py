@@ -14,6 +14,7 @@ from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
 from ..evaluation.report import (COST_COLUMNS, Measure, cost_rows, ratio_notes, ratio_rows,
                                  report_columns, report_rows, write_report)
+from ..evaluation.evaluate import weights_used
 from ..evaluation.store import STORE_NAME, ExampleRecord, ResultStore
 from ..evaluation.finished_run import load_store_context
 from ..evaluation.summary import markdown_table
@@ -75,7 +76,8 @@ def report(run_dir: Path, rank_by: str = "l2", figures: bool = True, examples: i
         if not rows:
             raise DataError(f"{path} has no finished examples yet"
                             + (" that every attack finished (--common)" if common else ""))
-        lines = [markdown_table(rows, report_columns(rows)), *_cost_per_device(store, rows)]
+        lines = [_header(store), markdown_table(rows, report_columns(rows)),
+                 *_cost_per_device(store, rows)]
         written = write_report(rows, out, "report" if convention == "ours" else "report-paper")
         if ratios:
             table, path = _write_ratios(rows, ratios, out)
@@ -105,6 +107,15 @@ def store_path(run_dir: Path) -> Path:
                 + " ".join(str(s) for s in shards)) if shards else ""
         raise DataError(f"no store {path}{hint}")
     return path
+
+
+def _header(store: ResultStore) -> str:
+    """What was attacked: the dataset, the model and the weights it ran with (an untrained
+    network makes every attack look easy)."""
+    meta = store.meta()
+    images = " (bundled images)" if meta.get("bundled") is True else ""
+    return (f"{meta.get('dataset')}{images}: model {meta.get('model')}, weights "
+            f"{weights_used(meta)}\n")
 
 
 def _cost_per_device(store: ResultStore, rows: list[dict[str, object]]) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 
 from ..data.registry import DATASETS, SPLITS
 from ..errors import ConfigError
+from ..models.loading import check_model_spec
 from . import defaults
 from .runner import AttackSpec
 from .store import STORE_NAME
@@ -27,7 +28,7 @@ except ModuleNotFoundError:
     import tomli as tomllib
 
 __all__ = ["EvalConfig", "TARGET_MODES", "STORE_NAME", "check_device", "load_toml",
-           "parse_device", "shard_store_name"]
+           "parse_device", "shard_store_name", "targets_text"]
 
 TARGET_MODES = ("all", "random", "next", "untargeted")
 
@@ -162,6 +163,18 @@ def _split(value: Any, where: str) -> str:
     return value
 
 
+def _model(value: Any, where: str) -> str:
+    """A bundled model's name, or a user model's ``module:callable`` (checked before anything
+    loads: a file path fails later with a raw TypeError)."""
+    text = _text(value, where)
+    if ":" in text:
+        try:
+            check_model_spec(text)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from err
+    return text
+
+
 def _device(value: Any, where: str) -> str:
     try:
         return check_device(_text(value, where))
@@ -184,8 +197,8 @@ Check = Callable[[Any, str], Any]
 
 #: How each option is checked, by its name (also its key in a configuration file).
 CHECKS: dict[str, Check] = {
-    "dataset": _text, "data_root": _path, "bundled": _flag, "download": _flag, "model": _text,
-    "weights": _path, "attacks": _names, "settings": _names, "only": _names,
+    "dataset": _text, "data_root": _path, "bundled": _flag, "download": _flag, "model": _model,
+    "weights": _path, "no_weights": _flag, "attacks": _names, "settings": _names, "only": _names,
     "num_images": _positive, "indices": _int_list, "targets": _targets,
     "num_targets": _positive, "seed": _integer, "batch_size": _positive, "device": _device,
     "threads": _positive, "shard": _shard, "out": _path, "progress": _flag, "split": _split,
@@ -206,7 +219,7 @@ def attack_specs(entries: Sequence[Mapping[str, Any]], settings: Sequence[str]
                  ) -> tuple[AttackSpec, ...]:
     """Specs from attack entries ({"name": ..., "label": ..., params}) with ``--set
     ATTACK.PARAM=VALUE`` applied (ATTACK: a label or a name)."""
-    entries = [dict(e) for e in entries]
+    entries = [_checked_entry(e) for e in entries]
     if not entries:
         raise ConfigError("no attack given: use --attack NAME or [[attack]] in --config")
     for item in settings:
@@ -222,9 +235,18 @@ def attack_specs(entries: Sequence[Mapping[str, Any]], settings: Sequence[str]
     return tuple(_spec(e) for e in _unique_labels(entries))
 
 
+def _checked_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an attack entry whose name is a string and whose label, if any, a visible
+    name: reports and --only name attacks by it."""
+    name, label = entry.get("name"), entry.get("label")
+    if not isinstance(name, str):
+        raise ConfigError(f"attack entry without a name: {dict(entry)}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ConfigError(f"attack {name!r}: label must be a non-empty string, got {label!r}")
+    return dict(entry)
+
+
 def _spec(entry: dict[str, Any]) -> AttackSpec:
-    if not isinstance(entry.get("name"), str):
-        raise ConfigError(f"attack entry without a name: {entry}")
     name, label = entry.pop("name"), entry.pop("label", None)
     try:
         return AttackSpec(name, entry, label)
@@ -264,6 +286,7 @@ class EvalConfig:
     split: str = defaults.SPLIT         # "train": adversarial examples for adversarial training
     model: str | None = None            # default: the dataset's bundled model
     weights: Path | None = None
+    no_weights: bool = False            # a module:callable model as it builds itself
     num_images: int | None = None       # first N correctly classified images (None: all)
     indices: tuple[int, ...] | None = None
     targets: str | tuple[int, ...] = defaults.TARGETS
@@ -285,6 +308,7 @@ class EvalConfig:
         raw, origin = _merged(file, options or {})
         checks = CHECKS if device_here else {**CHECKS, "device": _device_name}
         values = {k: checks[k](v, origin[k]) for k, v in raw.items() if k in checks}
+        _check_combinations(values, origin)
         specs = attack_specs([*raw.get("attack", []), *({"name": n} for n in
                                                          values.pop("attacks", ()))],
                              values.pop("settings", ()))
@@ -326,6 +350,44 @@ def _merged(file: Path | None, options: Mapping[str, Any]
     origin = {k: f"{file}: {k}" for k in from_file}
     origin.update({k: "--" + k.replace("_", "-") for k in given})
     return {**from_file, **given, "attack": attack_tables}, origin
+
+
+def _check_combinations(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
+    """ConfigError for options that contradict each other or that the run would ignore: each
+    must change what is attacked, or be refused."""
+    _check_weights(values, origin)
+    if "num_images" in values and "indices" in values:
+        raise ConfigError(f"{origin['num_images']} and {origin['indices']} both choose the "
+                          "images: give one (-n: the first N correctly classified images; "
+                          "--indices: these images)")
+    targets = values.get("targets", defaults.TARGETS)
+    if "num_targets" in values and targets != "random":
+        raise ConfigError(f"{origin['num_targets']} applies only to --targets random (targets "
+                          f"here: {targets_text(targets)}); drop it or use --targets random")
+
+
+def _check_weights(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
+    """A user model (module:callable) needs --weights, or --no-weights to say that the network
+    as the callable builds it (randomly initialised, unless it loads weights itself) is what
+    should be attacked: attacks on an untrained network all "succeed" and measure nothing."""
+    model, weights = values.get("model"), values.get("weights")
+    no_weights = values.get("no_weights", False)
+    if no_weights and weights is not None:
+        raise ConfigError(f"{origin['no_weights']} and {origin['weights']} contradict each "
+                          "other: give one")
+    if no_weights and (model is None or ":" not in model):
+        raise ConfigError(f"{origin['no_weights']} applies to a module:callable --model; a "
+                          "bundled model loads its own weights")
+    if model is not None and ":" in model and weights is None and not no_weights:
+        raise ConfigError(f"{origin['model']} {model!r} without --weights would attack the "
+                          "network as the callable builds it, randomly initialised unless it "
+                          "loads weights itself: give --weights FILE (.safetensors or a state "
+                          "dict), or --no-weights if that network is what you mean to attack")
+
+
+def targets_text(targets: str | tuple[int, ...]) -> str:
+    """A --targets value as written on the command line."""
+    return targets if isinstance(targets, str) else ",".join(map(str, targets))
 
 
 def _required(values: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 into the run's store. The library function behind ``strattack eval``."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..errors import ConfigError
 from ..models.loading import load_model
 from . import defaults
-from .config import STORE_NAME, EvalConfig, parse_device, shown
+from .config import STORE_NAME, EvalConfig, parse_device, shown, targets_text
 from .runner import RunSummary, device_description, run_evaluation
 from .selection import drop_misclassified, first_correct
 from .sqlite_store import MetaValue
@@ -23,7 +23,7 @@ from .store import ResultStore
 from .examples import Example, make_examples, true_class_targets
 
 __all__ = ["Prepared", "evaluate", "images_by_id", "prepare", "run_header", "set_up",
-           "store_meta"]
+           "store_meta", "weights_used"]
 
 Say = Callable[[str], None]
 
@@ -83,14 +83,9 @@ def run_header(config: EvalConfig, dataset: str, images: int, examples: int,
                placement: str) -> str:
     """The line a run starts with: what it attacks, where (``placement``: shard and device, or
     the Ray cluster) and into which store."""
-    return (f"{dataset}: {images} images x targets={_targets_text(config)} -> {examples} "
+    return (f"{dataset}: {images} images x targets={targets_text(config.targets)} -> {examples} "
             f"examples; attacks: {', '.join(s.display for s in config.attacks)}; {placement}; "
             f"store {config.store_path}")
-
-
-def _targets_text(config: EvalConfig) -> str:
-    t = config.targets
-    return t if isinstance(t, str) else ",".join(map(str, t))
 
 
 def images_by_id(config: EvalConfig, model: Callable, ids: Sequence[int]) -> EvaluationData:
@@ -113,9 +108,14 @@ def _images(config: EvalConfig, model: Callable, device: torch.device,
     "succeeds" for free, l0 = 0, and would skew every mean)."""
     if config.indices is None:
         # Only the chosen images are kept (an image folder is decoded only as far as needed).
-        return first_correct(model, config.dataset, config.num_images, config.data_root,
+        data = first_correct(model, config.dataset, config.num_images, config.data_root,
                              config.bundled, config.download, device=device,
                              split=config.split, image_size=_input_size(model))
+        if config.num_images is not None and len(data.ids) < config.num_images:
+            where = f"the bundled {data.name} images" if config.bundled else data.name
+            warn(f"-n {config.num_images}: only {len(data.ids)} of {where} are classified "
+                 f"correctly by the model; attacking those {len(data.ids)}")
+        return data
     try:
         data = images_by_id(config, model, config.indices)
     except ConfigError as err:
@@ -156,12 +156,27 @@ def store_meta(config: EvalConfig, group_size: int) -> dict[str, MetaValue]:
         "bundled": config.bundled, "model": config.model_spec,
         "weights": None if config.weights is None else str(config.weights),
         "group_size": group_size}
+    if config.no_weights:   # for report: no file, the network as the callable builds it
+        meta["init"] = "callable"
     if config.split != "test":      # recorded only then: earlier test-split stores resume
         meta["split"] = config.split
     if config.named_dataset and not config.bundled:
         # Where the images were (absolute): report and explain read them back from there.
         meta["data_root"] = str(Path(config.data_root or default_data_root()).resolve())
     return meta
+
+
+def weights_used(meta: Mapping[str, MetaValue]) -> str:
+    """The weights a store's examples were made with, as :func:`store_meta` records them: the
+    file, none (``--no-weights``: as the callable builds it), or the bundled model's own."""
+    if meta.get("weights") is not None:
+        return str(meta["weights"])
+    if meta.get("init") == "callable":
+        return ("none (--no-weights: the network as the callable builds it, randomly "
+                "initialised unless it loads weights itself)")
+    if ":" in str(meta.get("model", "")):   # the store cannot say if the callable loads weights
+        return "none given (the network as the callable builds it)"
+    return "bundled"
 
 
 def _earlier(config: EvalConfig, data: EvaluationData, stack: ExitStack) -> list[ResultStore]:

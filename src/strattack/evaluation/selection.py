@@ -11,6 +11,8 @@ from torch import Tensor
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..data.image_folder import read_labels
 from ..data.registry import DATASETS
+from ..errors import ModelError
+from ..validation import check_logits
 
 __all__ = ["correctly_classified", "first_correct", "drop_misclassified"]
 
@@ -25,11 +27,22 @@ def correctly_classified(model: Callable[[Tensor], Tensor], inputs: Tensor, labe
     found: list[int] = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
-        ok = model(batch).argmax(1).cpu() == labels[start : start + batch_size].cpu()
+        logits = _first_logits(model, batch) if start == 0 else model(batch)
+        ok = logits.argmax(1).cpu() == labels[start : start + batch_size].cpu()
         found += (ok.nonzero().squeeze(1) + start).tolist()
         if limit is not None and len(found) >= limit:
             return found[:limit]
     return found
+
+
+def _first_logits(model: Callable[[Tensor], Tensor], batch: Tensor) -> Tensor:
+    """The model's first call, checked as the attacks check it: a model that does not fit the
+    images (e.g. CIFAR-10's on MNIST) is named with their shape and a hint, not torch's "mat1
+    and mat2 shapes cannot be multiplied"; a tuple or non-tensor output is the model's fault."""
+    try:
+        return check_logits(model, batch)
+    except TypeError as err:
+        raise ModelError(str(err)) from err
 
 
 def first_correct(model: Callable[[Tensor], Tensor], dataset: str, limit: int | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import pickle
 import re
+import sysconfig
+import traceback
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from ..data.registry import NAMED_DATASETS
+from ..errors import ConfigError, ModelError
 from .pretrained import (architecture_of, build_model, load_pretrained, load_state,
                          weights_metadata)
 
-__all__ = ["load_model", "read_state_dict"]
+__all__ = ["check_model_spec", "load_model", "read_state_dict"]
 
 #: What a user's weights file may be, for error messages.
 EXPECTED_WEIGHTS = ("expected a .safetensors file or a PyTorch state dict saved with "
@@ -42,16 +45,16 @@ def load_model(spec: str, weights: str | Path | None = None,
                              f"{spec!r} loads its own weights")
         # the architecture of a named dataset with weights trained by `strattack train`
         return _dataset_model_with_weights(spec, Path(weights)).to(device or "cpu")
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {err} "
-                         "(is it on PYTHONPATH / installed?)") from err
+    module_name, attr = check_model_spec(spec)
+    module = _import_user_module(module_name, spec)
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ValueError(f"{module_name!r} has no callable {attr!r}")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as err:        # the user's code: say where it failed, not a traceback
+        raise ModelError(f"model {spec}: {attr}() failed{_user_frame(err)}: "
+                         f"{type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -59,6 +62,70 @@ def load_model(spec: str, weights: str | Path | None = None,
     model.eval()
     model.requires_grad_(False)
     return model.to(device) if device is not None else model
+
+
+#: A user model: a dotted module name, a colon, a callable in it.
+SPEC_EXAMPLE = "e.g. mypkg.net:build with the folder holding mypkg on PYTHONPATH"
+
+
+def check_model_spec(spec: str) -> tuple[str, str]:
+    """The module and callable of a user model ``spec`` (``"package.module:callable"``); a
+    ConfigError for a file path or anything else that is not a dotted, importable module name
+    (importlib would fail with a TypeError or "No module named 'net.py'")."""
+    module_name, _, attr = spec.partition(":")
+    path = Path(module_name)
+    if "/" in module_name or "\\" in module_name or path.suffix == ".py":
+        folder = path.parent if str(path.parent) else Path(".")
+        raise ConfigError(f"model {spec!r}: {module_name!r} is a file path, but a model is a "
+                          f"dotted, importable module and a callable ({SPEC_EXAMPLE}); to use "
+                          f"this file, put its folder on PYTHONPATH and name the module: "
+                          f"PYTHONPATH={folder} strattack ... --model {path.stem}:{attr}")
+    if not all(part.isidentifier() for part in module_name.split(".")) or not attr:
+        raise ConfigError(f"model {spec!r} is not a dotted module name and a callable "
+                          f"({SPEC_EXAMPLE})")
+    return module_name, attr
+
+
+def _import_user_module(module_name: str, spec: str) -> object:
+    """The module of a user model; a module that is not there is a ConfigError saying how to
+    make it importable, one that fails while it is imported (a syntax error, an exception at
+    its top level) a ModelError naming the file and line."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not _is_prefix(err.name, module_name):
+            raise ModelError(f"model {spec}: importing {module_name} failed{_user_frame(err)}: "
+                             f"{err}") from err       # a module the user's code imports
+        raise ConfigError(f"model {spec!r}: {err}; a model is a dotted, importable "
+                          f"module ({SPEC_EXAMPLE}, or the package installed)") from err
+    except SyntaxError as err:
+        raise ModelError(f"model {spec}: {err.filename}, line {err.lineno}: SyntaxError: "
+                         f"{err.msg}") from err
+    except Exception as err:        # the user's code: say where it failed, not a traceback
+        raise ModelError(f"model {spec}: importing {module_name} failed{_user_frame(err)}: "
+                         f"{type(err).__name__}: {err}") from err
+
+
+def _is_prefix(name: str, dotted: str) -> bool:
+    return dotted == name or dotted.startswith(name + ".")
+
+
+#: Where code that is not the user's lives: the standard library, installed packages, strattack.
+_LIBRARY_FOLDERS = ({Path(sysconfig.get_paths()[key]).resolve()
+                     for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+                    | {Path(__file__).resolve().parents[1]})
+
+
+def _user_frame(err: BaseException) -> str:
+    """" at FILE, line N (in FUNCTION)" for the innermost frame of ``err``'s traceback in the
+    user's own code (not the standard library, an installed package or strattack); "" if none."""
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.startswith("<"):         # <frozen importlib._bootstrap>, <string>
+            continue
+        path = Path(frame.filename).resolve()
+        if not any(path.is_relative_to(folder) for folder in _LIBRARY_FOLDERS):
+            return f" at {frame.filename}, line {frame.lineno} (in {frame.name})"
+    return ""
 
 
 def _dataset_model_with_weights(dataset: str, weights: Path) -> nn.Module:
