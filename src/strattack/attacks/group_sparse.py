@@ -22,7 +22,7 @@ Per image, a proximal gradient method on
 
 Every step of every image is one forward and one backward pass (the gradient) plus one forward
 pass (the success check). Inputs are in [0, 1]; the authors work on [-1, 1], where the same
-problem has mu / 4 and a step 4 x sigma (README, "Design choices", GSE).
+problem has mu / 4 and a step 4 x sigma (docs/guide/design.md, "GSE in [0, 1]").
 """
 from __future__ import annotations
 
