@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from strattack import __version__
 from strattack.cli import main
 from strattack.errors import ConfigError
 from strattack.evaluation.config import EvalConfig
@@ -39,7 +40,7 @@ EVAL_COMMANDS = (
 )
 
 #: The metadata 0.1.0 wrote as text, as the current version reads it.
-TYPED_META_0_1_0 = {"schema": 3, "dataset": "mnist", "bundled": True, "model": "mnist",
+TYPED_META_0_1_0 = {"schema": 4, "dataset": "mnist", "bundled": True, "model": "mnist",
                     "weights": None, "group_size": 2}
 
 
@@ -49,8 +50,13 @@ def _rows(path: Path, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
+#: The columns of the 0.1.0 store's examples (migrations add others after them).
+COLUMNS_0_1_0 = ", ".join(row[1] for row in _rows(RESULTS_0_1_0, "PRAGMA table_info(examples)"))
+
+
 def _examples(path: Path) -> list[tuple]:
-    return _rows(path, "SELECT * FROM examples ORDER BY attack, image, target")
+    """The examples of ``path`` in the columns 0.1.0 wrote."""
+    return _rows(path, f"SELECT {COLUMNS_0_1_0} FROM examples ORDER BY attack, image, target")
 
 
 @pytest.fixture
@@ -117,6 +123,32 @@ def test_a_0_1_0_store_merges_with_a_fresh_store(run_0_1_0, tmp_path):
     assert list(merge_stores(tmp_path / "new.sqlite", [RESULTS_0_1_0]).values()) == [15]
     with ResultStore(tmp_path / "new.sqlite", read_only=True) as new:
         assert new.typed_meta() == TYPED_META_0_1_0
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_the_examples_of_a_0_1_0_store_have_no_version(run_0_1_0, read_only):
+    with ResultStore(run_0_1_0 / "results.sqlite", read_only=read_only) as store:
+        versions = {r.version for key in store.attacks() for r in store.records(key)}
+    assert versions == {None}
+
+
+def test_report_shows_the_version_that_computed_each_attack(run_0_1_0):
+    """0.1.0's examples are 'unknown'; an attack this version extends is 'mixed' with counts."""
+    more_fgm = ["eval", "--bundled", "-n", "3", "--targets", "1,2", "-a", "fgm", "--threads", "1",
+                "--no-progress", "-o", str(run_0_1_0)]
+    res = CliRunner().invoke(main, more_fgm)
+    assert res.exit_code == 0, res.output
+    with ResultStore(run_0_1_0 / "results.sqlite", read_only=True) as store:
+        new = [r for key, (name, _) in store.attacks().items() if name == "fgm"
+               for r in store.records(key) if r.version is not None]
+    assert new and {r.version for r in new} == {__version__} and {r.image for r in new} == {2}
+    res = CliRunner().invoke(main, ["report", str(run_0_1_0), "--no-figures"])
+    assert res.exit_code == 0, res.output
+    assert "| device | version |" in res.output
+    rows = json.loads((run_0_1_0 / "report.json").read_text())
+    versions = {row["attack"]: row["version"] for row in rows}
+    assert versions.pop("fgm") == f"mixed: {__version__} x{len(new)}, unknown x3"
+    assert set(versions.values()) == {"unknown"}
 
 
 # ------------------------------------------------------------------ the 0.1.0 transfer store
@@ -235,10 +267,10 @@ def test_each_migration_step_records_its_version(tmp_path):
     path = tmp_path / "s.sqlite"
     _version_1_store(path, {"bundled": "False", "weights": "w.pt"}, with_columns=False)
     with ResultStore(path) as store:
-        assert store.typed_meta() == {"schema": 3, "bundled": False, "weights": "w.pt"}
+        assert store.typed_meta() == {"schema": 4, "bundled": False, "weights": "w.pt"}
         assert store.labels() == {} and store.settings() == {}
     assert {"label", "settings"} <= {r[1] for r in _rows(path, "PRAGMA table_info(attacks)")}
-    assert "device" in {r[1] for r in _rows(path, "PRAGMA table_info(examples)")}
+    assert {"device", "version"} <= {r[1] for r in _rows(path, "PRAGMA table_info(examples)")}
 
 
 def test_a_store_left_between_two_steps_migrates_on(tmp_path):
@@ -247,12 +279,12 @@ def test_a_store_left_between_two_steps_migrates_on(tmp_path):
     with closing(sqlite3.connect(path)) as db, db:           # as if killed after step 1 -> 2
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     with ResultStore(path, {"bundled": True}) as store:
-        assert store.typed_meta() == {"schema": 3, "bundled": True}
+        assert store.typed_meta() == {"schema": 4, "bundled": True}
 
 
 def test_a_fresh_store_is_at_the_current_version(tmp_path):
     with ResultStore(tmp_path / "s.sqlite") as store:
-        assert store.typed_meta() == {"schema": 3}
+        assert store.typed_meta() == {"schema": 4}
     with TransferStore(tmp_path / "t.sqlite", {}) as store:
         assert store.typed_meta() == {"schema": 2}
 
@@ -263,9 +295,9 @@ def test_a_store_of_a_newer_version_is_refused(tmp_path, read_only):
     with ResultStore(path):
         pass
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema'")
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema'")
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="schema version 4, newer than this strattack's 3"):
+    with pytest.raises(StoreError, match="schema version 5, newer than this strattack's 4"):
         ResultStore(path, read_only=read_only)
     assert path.read_bytes() == before
 

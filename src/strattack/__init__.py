@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AttackResult", "admm_attack", "str_attack", "str_attack_linf",
            "cw_l2", "cw_linf", "ead", "fgm", "ifgsm", "gse"]
-__version__ = "0.1.0"
+#: The release (semantic versioning); pyproject.toml reads it from here.
+__version__ = "1.0.0"
 
 
 def __getattr__(name: str) -> Any:

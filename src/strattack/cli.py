@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from . import __version__
 from .cli_options import (DATASET_CHOICE, STORE_DATA_ROOT_OPTION, THREADS_OPTION,
                           device_callback, eval_options)
 from .commands.common import store_errors
@@ -32,7 +33,7 @@ def _library_errors() -> Iterator[None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="strattack")
+@click.version_option(__version__, prog_name="strattack", message="%(prog)s %(version)s")
 def main() -> None:
     """Structured adversarial attacks (StrAttack, Xu et al., ICLR 2019)."""
 

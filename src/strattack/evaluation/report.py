@@ -25,7 +25,9 @@ Definitions (the paper follows Carlini & Wagner 2017 and does not spell them out
 * Model passes and seconds per example are means over *all* examples of the attack (the cost
   of running it), the same in every case. ``device`` is where they ran; when an attack's
   examples ran on more than one device (shards on different machines), s/ex is left out
-  (``nan``): a mean over a CPU and a GPU would describe neither.
+  (``nan``): a mean over a CPU and a GPU would describe neither. ``version`` is the strattack
+  version that computed them (``unknown`` where the store did not record it); examples of
+  several versions are listed as ``mixed``, with the count of each.
 
 For untargeted runs (one example per image) the three cases coincide.
 
@@ -63,7 +65,8 @@ PAPER_L0_THRESHOLD = 1e-7
 NORMS = ("l0", "l1", "l2", "linf")
 GROUP_COLUMNS = ("pixel l0", "clusters", "d20")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "ASR 95% CI", "l0", "l1", "l2", "linf",
-                  "groups", *GROUP_COLUMNS, "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device")
+                  "groups", *GROUP_COLUMNS, "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device",
+                  "version")
 #: Successful examples measured at once: a batch of ImageNet perturbations is 38 MB.
 MEASURE_CHUNK = 64
 Example = tuple[int, int]
@@ -233,19 +236,23 @@ def _by_image(records: Sequence[ExampleRecord]) -> dict[int, list[ExampleRecord]
 
 
 def _cost_columns(records: Sequence[ExampleRecord]) -> dict[str, object]:
-    """Passes and seconds per example over all examples, and where they ran (s/ex left out for
-    a mix of devices: a mean over a CPU and a GPU would describe neither)."""
+    """Passes and seconds per example over all examples, where they ran and the strattack
+    version that ran them (s/ex left out for a mix of devices: a mean over a CPU and a GPU
+    would describe neither)."""
     forward = _mean([r.forward_passes for r in records])
     backward = _mean([r.backward_passes for r in records])
     devices = Counter(r.device or "not recorded" for r in records)
-    if len(devices) <= 1:
-        seconds = _mean([r.seconds for r in records])
-        device = next(iter(devices), "not recorded")
-    else:
-        seconds = math.nan
-        device = "mixed: " + ", ".join(f"{d} x{n}" for d, n in sorted(devices.items()))
+    seconds = _mean([r.seconds for r in records]) if len(devices) <= 1 else math.nan
     return {"fwd/ex": forward, "bwd/ex": backward, "passes/ex": forward + backward,
-            "s/ex": seconds, "device": device}
+            "s/ex": seconds, "device": _one_or_mixed(devices, "not recorded"),
+            "version": _one_or_mixed(Counter(r.version or "unknown" for r in records), "unknown")}
+
+
+def _one_or_mixed(counts: Counter[str], empty: str) -> str:
+    """The one value counted (``empty`` if none), or ``mixed: a xN, b xM`` for several."""
+    if len(counts) <= 1:
+        return next(iter(counts), empty)
+    return "mixed: " + ", ".join(f"{value} x{n}" for value, n in sorted(counts.items()))
 
 
 def _row(label: str, case: str, by_image: dict[int, list[ExampleRecord]],

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import __version__
 from ..progress import PassHook, report_passes
 from ..result import AttackResult
 from ..solver.groups import GroupSpec
@@ -153,7 +154,7 @@ def _records(batch: Sequence[tuple[int, int]], true_labels: Tensor, result: Atta
             l2=float(metrics["l2"][j]), linf=float(metrics["linf"][j]),
             groups=float(metrics["groups"][j]) if "groups" in metrics else float("nan"),
             forward_passes=int(fwd[j]), backward_passes=int(bwd[j]), seconds=seconds / n,
-            batch_size=n, perturbation=delta_np[j], device=device))
+            batch_size=n, perturbation=delta_np[j], device=device, version=__version__))
     return out
 
 

@@ -10,12 +10,14 @@ canonical JSON. Two runs with different parameters never mix their rows.
 
 Each example also records the device it ran on (e.g. ``cpu (1 thread)`` or
 ``cuda:0 NVIDIA H100 80GB HBM3``): shards may run on different machines, and a mean of seconds
-over a CPU and a GPU means nothing. Stores written before this column have NULL there.
+over a CPU and a GPU means nothing. Each example records the strattack version that computed
+it, so that results of two releases are never mixed unnoticed. Stores written before either
+column have NULL there.
 
 Schema versions (``meta['schema']``, see :mod:`.sqlite_store`): 1 is the layout below with text
 metadata (0.1.0; earlier files may lack ``label``, ``settings`` or ``device``); 2 has every
-column; 3 holds metadata as JSON (``bundled`` a bool, ``weights`` None or a path,
-``group_size`` a number).
+column of 0.1.0; 3 holds metadata as JSON (``bundled`` a bool, ``weights`` None or a path,
+``group_size`` a number); 4 adds ``examples.version``.
 """
 from __future__ import annotations
 
@@ -40,10 +42,11 @@ __all__ = ["ExampleRecord", "ResultStore", "StoreError", "attack_key", "merge_st
 #: The store of a run folder (a shard writes its own, see ``config.shard_store_name``).
 STORE_NAME = "results.sqlite"
 
-#: Columns of ``examples`` in table order (``device`` last: older stores gain it by a migration).
+#: Columns of ``examples`` in table order (``device`` and ``version`` last: older stores gain
+#: them by migrations).
 EXAMPLE_COLUMNS = ("attack", "image", "target", "true_label", "success", "l0", "l1", "l2", "linf",
                    "groups", "forward_passes", "backward_passes", "seconds", "batch_size",
-                   "shape", "perturbation", "device")
+                   "shape", "perturbation", "device", "version")
 
 #: ``meta`` entries that say where things were found, not what they are (e.g. the data folder):
 #: they may differ between runs and shards (another machine, a moved folder), so they are not
@@ -96,6 +99,8 @@ MIGRATIONS = (
     Migration(columns=(("attacks", "label TEXT"), ("attacks", "settings TEXT"),
                        ("examples", "device TEXT"))),
     Migration(meta_as_json=True, text_parsers=_TEXT_PARSERS),
+    # The strattack version that computed each example; NULL: not recorded.
+    Migration(columns=(("examples", "version TEXT"),)),
 )
 
 
@@ -123,6 +128,7 @@ class ExampleRecord:
     batch_size: int
     perturbation: np.ndarray
     device: str | None = None      # where it ran; None in stores that did not record it
+    version: str | None = None     # the strattack that computed it; None: not recorded
 
 
 def _real(value: float | None) -> float:
@@ -207,18 +213,19 @@ class ResultStore(SQLiteStore):
 
     def records(self, key: str, with_perturbation: bool = False) -> Iterator[ExampleRecord]:
         """The finished examples of ``key`` ordered by (image, target)."""
-        device = "device" if "device" in self._columns["examples"] else "NULL"
+        device, version = (c if c in self._columns["examples"] else "NULL"
+                           for c in ("device", "version"))
         cols = ("image, target, true_label, success, l0, l1, l2, linf, groups, forward_passes, "
-                f"backward_passes, seconds, batch_size, {device}, shape, "
+                f"backward_passes, seconds, batch_size, {device}, {version}, shape, "
                 + ("perturbation" if with_perturbation else "NULL"))
         rows = self._db.execute(f"SELECT {cols} FROM examples WHERE attack = ? "
                                 "ORDER BY image, target", (key,))
-        for *vals, device, shape, blob in rows:
+        for *vals, device, version, shape, blob in rows:
             delta = (self._perturbation(key, int(vals[0]), int(vals[1]), shape, blob)
                      if with_perturbation else np.empty(0, np.float32))
             yield ExampleRecord(int(vals[0]), int(vals[1]), int(vals[2]), bool(vals[3]),
                                 *map(_real, vals[4:9]), int(vals[9]), int(vals[10]),
-                                _real(vals[11]), int(vals[12]), delta, device)
+                                _real(vals[11]), int(vals[12]), delta, device, version)
 
     def _perturbation(self, key: str, image: int, target: int, shape: str,
                       blob: bytes) -> np.ndarray:
@@ -275,7 +282,7 @@ class ResultStore(SQLiteStore):
             shape, blob = _pack(r.perturbation)
             rows.append((key, r.image, r.target, r.true_label, int(r.success), r.l0, r.l1, r.l2,
                          r.linf, r.groups, r.forward_passes, r.backward_passes, r.seconds,
-                         r.batch_size, shape, blob, r.device))
+                         r.batch_size, shape, blob, r.device, r.version))
         with self._transaction():
             before = self._db.total_changes
             self._db.executemany(
