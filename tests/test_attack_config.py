@@ -126,6 +126,7 @@ def test_presets_are_values_derived_from_one_another():
                                refine_iterations=100, rescue_steps=0) == StrAttackConfig()
     assert STRATTACK_LINF == StrAttackConfig(refine_gamma=0.0, refine_misses=True)
     assert PRESETS["authors_code"] is AUTHORS_CODE
+    assert PRESETS["clustered"] == STRATTACK.replace(group_size=8, stride=4)
     assert AUTHORS_CODE.tau == 3.0 and AUTHORS_CODE.rescue_steps == 0
     assert AUTHORS_CODE.z_candidate == STRATTACK.z_candidate       # unset fields: StrAttack's
 

@@ -5,7 +5,9 @@
 * :data:`STRATTACK`: the defaults of :func:`~strattack.attacks.str_attack` (README, "Design
   choices": tau = 1 and a shorter budget with rescue steps);
 * :data:`STRATTACK_LINF`: the defaults of :func:`~strattack.attacks.str_attack_linf` (Table 2);
-* :data:`AUTHORS_CODE`: ``str_attack(preset="authors_code")``, below.
+* :data:`AUTHORS_CODE`: ``str_attack(preset="authors_code")``, below;
+* :data:`CLUSTERED`: ``str_attack(preset="clustered")``: 8 x 8 groups at stride 4, for
+  perturbations in few connected clusters (BENCHMARKS.md, "GSE").
 
 ``"authors_code"``: the ImageNet settings of the authors' TensorFlow code (KaidiXu/StrAttack,
 ``l2_LADMMST_attack_v3.py`` run by ``test_attack_iclr.py``), written in our parameter names.
@@ -68,5 +70,10 @@ AUTHORS_CODE = STRATTACK.replace(
     rescue_steps=0,          # they have none
 )
 
+# The defaults with 8 x 8 groups overlapping at stride 4 (Prop. 2): the perturbed pixels gather
+# in one or two connected clusters (GSE's measure of group sparsity) at a lower l2 than 2 x 2
+# groups and the defaults' budget (BENCHMARKS.md, "GSE").
+CLUSTERED = STRATTACK.replace(group_size=8, stride=4)
+
 #: The presets of ``str_attack(preset=NAME)``.
-PRESETS: dict[str, StrAttackConfig] = {"authors_code": AUTHORS_CODE}
+PRESETS: dict[str, StrAttackConfig] = {"authors_code": AUTHORS_CODE, "clustered": CLUSTERED}

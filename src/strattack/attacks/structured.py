@@ -20,7 +20,7 @@ from .call import attack_function
 from .presets import PRESETS, STRATTACK, STRATTACK_LINF
 from .tracking import Model
 
-PresetName = Literal["authors_code"]
+PresetName = Literal["authors_code", "clustered"]
 
 
 @attack_function(STRATTACK, admm_core, PRESETS)
@@ -74,9 +74,11 @@ def str_attack(model: Model, inputs: Tensor, labels: Tensor, *,
     pass ``binary_search_steps=5, max_iterations=200, refine_iterations=100`` there.
     ``admm_attack`` and :func:`str_attack_linf` keep tau = 2 and 5 x 200 (+ 2 x 100).
 
-    preset: None (the defaults above) or ``"authors_code"``: the ImageNet settings of the
+    preset: None (the defaults above), ``"authors_code"``: the ImageNet settings of the
         authors' code (:data:`strattack.attacks.presets.AUTHORS_CODE`; README, "The
-        authors'-code preset"). Keywords passed explicitly override the preset's values, e.g.
+        authors'-code preset"), or ``"clustered"``: the defaults with 8 x 8 groups at stride 4
+        (:data:`strattack.attacks.presets.CLUSTERED`), whose perturbations gather in a few
+        connected clusters. Keywords passed explicitly override the preset's values, e.g.
         ``preset="authors_code", max_iterations=200``. An unknown name is a ValueError.
     """
 
