@@ -20,6 +20,11 @@ from torch import Tensor
 POSITIONAL = ("model", "inputs", "labels")
 
 
+def check_model(model: object) -> None:
+    if not callable(model):
+        raise TypeError("model must be callable (an nn.Module or a function) mapping inputs to logits")
+
+
 def check_inputs(inputs: Tensor, images: bool = False) -> None:
     """A float batch (N, ...) in [0, 1] without NaN; (N, C, H, W) when ``images`` (attacks with
     spatial groups need them; the others take any per-example shape, as adv_lib's do)."""
@@ -111,10 +116,8 @@ def _first(idx: Tensor, show: int = 10) -> str:
 
 def validate_attack_call(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor,
                          targeted: bool, true_labels: Tensor | None = None) -> Tensor:
-    """Checks the model, the labels and the clean logits, and returns those logits (N, K). The
-    inputs are checked before (:func:`check_inputs`, once per call)."""
-    if not callable(model):
-        raise TypeError("model must be callable (an nn.Module or a function) mapping inputs to logits")
+    """Checks the labels and the clean logits, and returns those logits (N, K). The model and
+    the inputs are checked before (:func:`check_model`, :func:`check_inputs`, once per call)."""
     n = inputs.shape[0]
     check_labels(labels, n)
     if labels.device != inputs.device:

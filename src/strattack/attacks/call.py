@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..result import AttackResult
 from ..solver.losses import is_adversarial, logit_margin
-from ..validation import POSITIONAL, check_inputs, check_value_type
+from ..validation import POSITIONAL, check_inputs, check_model, check_value_type
 from .config import AttackConfig
 from .projections import budget_in_dtype, project_exact, project_l2_exact
 
@@ -195,6 +195,7 @@ class Attack(Generic[C]):
             seeds: Tensor | None = None) -> AttackResult:
         """The attack with a ready configuration: the inputs checked once, the model in eval
         mode, half precision attacked in float32 and returned in its dtype."""
+        check_model(model)
         check_inputs(inputs)
         work = working_dtype(inputs)
         per_call = {"seeds": seeds} if self.takes_seeds else {}
