@@ -12,7 +12,7 @@ from helpers import CountingModel, small_cnn
 
 from strattack import attacks
 from strattack.attacks import (ADMMConfig, CWL2Config, CWLinfConfig, EADConfig, FGMConfig,
-                               IFGSMConfig, StrAttackConfig)
+                               GSEConfig, IFGSMConfig, StrAttackConfig)
 from strattack.attacks.call import Attack
 from strattack.attacks.presets import APP_F, AUTHORS_CODE, PRESETS, STRATTACK, STRATTACK_LINF
 
@@ -73,6 +73,18 @@ RULES = [
     (FGMConfig, "return_last", True, r"return_last needs a fixed budget: give epsilon"),
     (IFGSMConfig, "steps", 0, r"steps must be an integer >= 1, got 0"),
     (IFGSMConfig, "step_fraction", 0.0, r"step_fraction must be a number > 0, got 0\.0"),
+    # GSE
+    (GSEConfig, "confidence", -1.0, r"confidence must be a number >= 0"),
+    (GSEConfig, "mu", -1.0, r"mu must be a number >= 0, got -1\.0"),
+    (GSEConfig, "step_size", 0.0, r"step_size must be a number > 0, got 0\.0"),
+    (GSEConfig, "k_hat", -1, r"k_hat must be an integer >= 0, got -1"),
+    (GSEConfig, "q", 1.0, r"q must be in \(0, 1\) \(far pixels' lambda grows by 1/q\), got 1\.0"),
+    (GSEConfig, "iterations", 0, r"iterations must be an integer >= 1, got 0"),
+    (GSEConfig, "search_steps", 0, r"search_steps must be an integer >= 1, got 0"),
+    (GSEConfig, "search_factor", 1.0, r"search_factor must be > 1, got 1\.0"),
+    (GSEConfig, "blur_size", 4, r"blur_size must be an odd integer >= 1, got 4"),
+    (GSEConfig, "blur_sigma", 0.0, r"blur_sigma must be a number > 0, got 0\.0"),
+    (GSEConfig, "patch", 0, r"patch must be an integer >= 1, got 0"),
 ]
 
 
@@ -133,7 +145,7 @@ def test_presets_are_values_derived_from_one_another():
 
 @pytest.mark.parametrize("attack", [attacks.admm_attack, attacks.str_attack,
                                     attacks.str_attack_linf, attacks.cw_l2, attacks.cw_linf,
-                                    attacks.ead, attacks.fgm, attacks.ifgsm])
+                                    attacks.ead, attacks.fgm, attacks.ifgsm, attacks.gse])
 def test_every_signature_default_is_the_configurations(attack):
     """What users and IDEs see is what runs (also checked when the module is imported)."""
     for name, p in inspect.signature(attack).parameters.items():
