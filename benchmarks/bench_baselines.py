@@ -1,6 +1,6 @@
 """Side-by-side run of attacks on the bundled MNIST / CIFAR-10 model (first N correctly
-classified bundled test images), for the framework claim of issue 3: ADMM with D = l2^2, tau = 0
-vs cw_l2, and ADMM with D = elastic net, tau = 0 vs ead.
+classified bundled test images), for the framework claim (BENCHMARKS.md §4 and §9): ADMM with
+D = l2^2, tau = 0 vs cw_l2, and ADMM with D = elastic net, tau = 0 vs ead.
 
     python benchmarks/bench_baselines.py --images 20 --targets next --attack cw_l2 --attack admm_l2 \\
         --attack ead --attack admm_elastic

@@ -9,11 +9,13 @@ module needed is loaded directly, with a stub for the optional visdom logger):
     python benchmarks/compare_adv_lib.py --adv-lib-path /tmp/advlib_site --images 20
 
 Without --max-iterations adv_lib runs at its own defaults (6 x 2,000 iterations, refinement
-8 x 400). Our rows: today's defaults, and the defaults before issue 17 with what changed one
-lever at a time (the "before/after" rows of BENCHMARKS.md section 11).
+8 x 400). Our rows: the defaults (tau = 1, 3 x 100 + 2 x 80, 2 rescue steps), App. F's settings
+(tau = 2, 5 x 200 + 2 x 100, no rescue steps), App. F's settings with tau = 1, and the defaults
+with the authors' reset between c-steps (the rows of BENCHMARKS.md §11's adv_lib table).
 
-Task (issue 2, section 6): bundled MNIST model, first N correctly classified bundled test images,
-target = (label + 1) mod 10. Passes are counted with forward / full-backward hooks on the model.
+The speed task (BENCHMARKS.md §1 and §11): bundled MNIST model, first N correctly classified
+bundled test images, target = (label + 1) mod 10. Passes are counted with forward / full-backward
+hooks on the model.
 """
 from __future__ import annotations
 
@@ -48,13 +50,13 @@ def load_adv_lib_str_attack(path: str):
     return module.str_attack
 
 
-# The defaults before issue 17 (App. F's tau, 5 x 200 + 2 x 100, no rescue steps).
+# App. F's settings (tau = 2, 5 x 200 + 2 x 100, no rescue steps).
 BEFORE = dict(tau=2.0, binary_search_steps=5, max_iterations=200, refine_iterations=100,
               rescue_steps=0)
 OURS = {
     "strattack str_attack (defaults)": {},
-    "strattack, defaults before issue 17 (tau 2, 5x200 + 2x100)": BEFORE,
-    "strattack, before + tau = 1": {**BEFORE, "tau": 1.0},
+    "strattack, App. F (tau 2, 5x200 + 2x100)": BEFORE,
+    "strattack, App. F + tau = 1": {**BEFORE, "tau": 1.0},
     "strattack, defaults with the authors' reset (warm_start=False)": {"warm_start": False},
 }
 

@@ -13,7 +13,7 @@ and the first images of the ImageNet sample. So this writes, under ``--out`` (de
   therefore not bit-identical to the ones here: ``--check N`` measures the top-1 agreement of
   the rounded and exact weights on the first N sample images (write it into the results).
 
-    python benchmarks/gpu_prepare.py --imagenet ../shared/data/imagenet-sample --images 80 --check 200
+    python benchmarks/gpu_prepare.py --imagenet data/imagenet-sample --images 80 --check 200
 """
 from __future__ import annotations
 

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# The GPU work still open in issues 15, 17 and 19, as ONE device call (never run on a GPU yet;
-# every job is cut at $LIMIT s so that the call fits the 10-minute limit):
-#   1. issue 17 §3, alone on the GPU: str_attack (today's defaults) examples/s and GPU
-#      utilisation on MNIST (50 images x 9 targets = 450 examples, one batch; eager, then with
-#      compile_step=true twice: cold, then warm) and on EfficientNet-Lite0 at batches of 32, 64
-#      and 128 examples (64 also with compile_step);
+# The GPU measurements the documents list as not run, as ONE device call (every job is cut at
+# $LIMIT s so that the call fits a 10-minute limit):
+#   1. alone on the GPU (BENCHMARKS.md §12): str_attack at the defaults (tau = 1, 3 x 100 + 2 x 80,
+#      2 rescue steps), examples/s and GPU utilisation on MNIST (50 images x 9 targets = 450
+#      examples, one batch; eager, then with compile_step=true twice: cold, then warm) and on
+#      EfficientNet-Lite0 at batches of 32, 64 and 128 examples (64 also with compile_step);
 #   2. then in parallel, one process per attack, each under $LIMIT seconds:
-#      issue 15 §3: Table 3 on ImageNet (configs/table3_imagenet.toml, $N15 images x 2 targets,
-#      crafted on Lite0) and `strattack transfer` to Lite1 and Lite2;
-#      issue 19 §2: on the Table 1 examples (20 images x 3 targets), StrAttack with App. F's
-#      settings, with today's defaults, with the authors'-code preset (reduced budget) and C&W-l2
-#      at App. F's 9 x 1000; reports in both conventions with the ratios.
+#      Table 3 on ImageNet (REPRODUCTION.md "Table 3, ImageNet"; configs/table3_imagenet.toml,
+#      $N15 images x 2 targets, crafted on Lite0) and `strattack transfer` to Lite1 and Lite2;
+#      the settings comparison of REPRODUCTION.md "ImageNet: the authors' settings (CPU-reduced)"
+#      on the Table 1 examples (20 images x 3 targets): StrAttack with App. F's settings (tau = 2,
+#      5 x 200 + 2 x 100), with the defaults, with the authors'-code preset (reduced budget) and
+#      C&W-l2 at App. F's 9 x 1000; reports in both conventions with the ratios.
 # Only reports, transfer tables and logs come back ($OUT/results.tgz; the stores of dense attacks
 # are too large to return).
 #
-# Here, before the call:   python benchmarks/gpu_prepare.py --imagenet ../shared/data/imagenet-sample --images 80
+# Here, before the call:   python benchmarks/gpu_prepare.py --imagenet data/imagenet-sample --images 80
 # The call:                run(command="bash benchmarks/gpu_session.sh", carry=[".dev"], timeout_s=600)
 # A CPU rehearsal:         DEVICE=cpu TINY=1 THREADS=1 OUT=/tmp/gs bash benchmarks/gpu_session.sh   (~5 min)
 # The models on the device carry float16-rounded weights (gpu_prepare.py measures the top-1
@@ -60,7 +61,7 @@ for d in "$W"/lite0_batch*; do   # seconds and passes per example of each batch 
   python3 -m strattack report "$d" --no-figures > "$W/logs/$(basename "$d")_report.md" 2>&1
 done
 
-# 2. Issue 15 and issue 19 in parallel.
+# 2. Table 3 on ImageNet and the ImageNet settings comparison, in parallel.
 t3=("IFGSM-l2" "C&W-l2 (4x100)" "C&W-l2 (4x100) kappa=20" "StrAttack" "StrAttack kappa=20" "StrAttack kappa=20 (scale_eta)")
 for i in "${!t3[@]}"; do
   run t3_$i $st --config configs/table3_imagenet.toml --dataset "$IMAGENET" -n "$N15" \

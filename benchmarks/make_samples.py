@@ -5,7 +5,7 @@ images (uint8 NCHW), their labels and their indices in the test set, so that
 examples and tests run without downloading any dataset. For CIFAR-10, N must
 stay <= 846: in the shared benchmark data only test images 0..845 are exact.
 
-    python benchmarks/make_samples.py --mnist-root ../shared/data --cifar10-root data-cache
+    python benchmarks/make_samples.py --mnist-root data --cifar10-root data
 """
 
 from __future__ import annotations

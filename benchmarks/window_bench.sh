@@ -1,6 +1,8 @@
 #!/bin/sh
-# issue 17 section 3: the windowed inner loop (33014fc) against the loop before it (45642ab), same task, idle machine
-# Needs the old package checked out: git worktree add /tmp/wt_old 45642ab (or OLD_SRC=path/to/src).
+# BENCHMARKS.md §11 ("The windowed inner loop, CPU"): the windowed inner loop (33014fc) against the
+# loop of commit 45642ab, App. F's settings (tau = 2, 5 x 200 + 2 x 100) on the lever_scan.py task,
+# with and without patience = 10, two rounds; run it on an idle machine.
+# Needs the 45642ab package checked out: git worktree add /tmp/wt_old 45642ab (or OLD_SRC=path/to/src).
 cd "$(dirname "$0")"
 OLD='{"tau": 2.0, "binary_search_steps": 5, "max_iterations": 200, "refine_iterations": 100}'
 OLDP='{"tau": 2.0, "binary_search_steps": 5, "max_iterations": 200, "refine_iterations": 100, "patience": 10}'
