@@ -215,14 +215,14 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def attack_specs(entries: Sequence[Mapping[str, Any]], settings: Sequence[str]
+def attack_specs(entries: Sequence[Mapping[str, Any]], overrides: Sequence[str]
                  ) -> tuple[AttackSpec, ...]:
     """Specs from attack entries ({"name": ..., "label": ..., params}) with ``--set
     ATTACK.PARAM=VALUE`` applied (ATTACK: a label or a name)."""
     entries = [_checked_entry(e) for e in entries]
     if not entries:
         raise ConfigError("no attack given: use --attack NAME or [[attack]] in --config")
-    for item in settings:
+    for item in overrides:
         key, eq, value = item.partition("=")
         target, dot, param = key.partition(".")
         if not eq or not dot or not param:
