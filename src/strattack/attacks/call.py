@@ -181,7 +181,7 @@ class Attack(Generic[C]):
         model, inputs, labels = (arguments.pop(name) for name in POSITIONAL)
         per_call = {name: self._checked(name, arguments.pop(name))
                     for name in PER_CALL if name in arguments}
-        config = self.configure(arguments.pop("preset", None), **arguments)
+        config = self.configure(**arguments)
         return self.run(model, inputs, labels, config, **per_call)
 
     def _checked(self, name: str, value: Any) -> Any:

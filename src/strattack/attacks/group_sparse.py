@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -64,8 +62,6 @@ class GSEConfig(AttackConfig):
     blur_size: int = 5
     blur_sigma: float = 1.5
     patch: int = 8
-
-    UNRECORDED_DEFAULTS: ClassVar[dict[str, object]] = {}
 
     def check(self) -> None:
         check_nonnegative("confidence", self.confidence)

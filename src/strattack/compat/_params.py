@@ -27,8 +27,7 @@ def attack_parameters(attack: Attack[Any], params: dict[str, Any], owner: str) -
         inspect.signature(attack).bind_partial(None, None, None, **params)
     except TypeError as err:
         raise TypeError(f"{owner}: {err}") from None
-    changes = dict(params)
-    config = attack.configure(changes.pop("preset", None), display=owner, **changes)
+    config = attack.configure(display=owner, **params)
     return {name: params[name] if name == "preset" else getattr(config, name) for name in params}
 
 

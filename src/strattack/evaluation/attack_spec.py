@@ -79,7 +79,6 @@ def configure(attack: Attack[Any], params: Mapping[str, Any], display: str) -> A
     """``attack``'s configuration with ``params`` (and its ``preset``), or a ValueError naming
     ``display`` for a reserved, unknown, missing or invalid parameter."""
     changes = dict(params)
-    preset = changes.pop("preset", None) if attack.presets else None
     reserved = sorted(SET_BY_EVALUATION & changes.keys())
     if reserved:
         raise ValueError(f"{reserved} are set by the evaluation, not as parameters")
@@ -93,4 +92,4 @@ def configure(attack: Attack[Any], params: Mapping[str, Any], display: str) -> A
         raise ValueError(f"{display}: {', '.join(missing)} must be given, e.g. --set "
                          f"{display}.{missing[0]}=VALUE or {missing[0]} = ... in its [[attack]] "
                          "table")
-    return attack.configure(preset, display=display, **changes)
+    return attack.configure(display=display, **changes)
