@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from strattack.attacks import (ADMMConfig, CWL2Config, CWLinfConfig, EADConfig, 
                                GSEConfig, IFGSMConfig, StrAttackConfig)
 from strattack.attacks.call import Attack
 from strattack.attacks.presets import APP_F, AUTHORS_CODE, PRESETS, STRATTACK, STRATTACK_LINF
+from strattack.evaluation.config import attack_specs, load_toml
 
 RULES = [
     # ADMMConfig: the problem
@@ -139,8 +141,22 @@ def test_presets_are_values_derived_from_one_another():
     assert STRATTACK_LINF == StrAttackConfig(refine_gamma=0.0, refine_misses=True)
     assert PRESETS["authors_code"] is AUTHORS_CODE
     assert PRESETS["clustered"] == STRATTACK.replace(group_size=8, stride=4)
+    assert PRESETS["clustered_mnist"] == STRATTACK.replace(group_size=4, stride=2)
+    assert PRESETS["clustered_imagenet"] == STRATTACK.replace(group_size=13, stride=13,
+                                                              initial_const=2.5)
     assert AUTHORS_CODE.tau == 3.0 and AUTHORS_CODE.rescue_steps == 0
     assert AUTHORS_CODE.z_candidate == STRATTACK.z_candidate       # unset fields: StrAttack's
+
+
+@pytest.mark.parametrize("config, label, preset", [
+    ("gse_cifar10.toml", "StrAttack (clustered)", "clustered"),
+    ("gse_mnist.toml", "StrAttack (4x4/2)", "clustered_mnist"),
+    ("gse_imagenet.toml", "StrAttack (13x13)", "clustered_imagenet")])
+def test_each_clustered_preset_is_the_configuration_benchmarks_measured(config, label, preset):
+    """BENCHMARKS §13's rows (the shipped configs) are the presets the README recommends."""
+    entries = load_toml(Path(__file__).parents[1] / "configs" / config)["attack"]
+    spec = next(s for s in attack_specs(entries, ()) if s.label == label)
+    assert spec.config == PRESETS[preset]
 
 
 @pytest.mark.parametrize("attack", [attacks.admm_attack, attacks.str_attack,

@@ -6,8 +6,12 @@
   choices": tau = 1 and a shorter budget with rescue steps);
 * :data:`STRATTACK_LINF`: the defaults of :func:`~strattack.attacks.str_attack_linf` (Table 2);
 * :data:`AUTHORS_CODE`: ``str_attack(preset="authors_code")``, below;
-* :data:`CLUSTERED`: ``str_attack(preset="clustered")``: 8 x 8 groups at stride 4, for
-  perturbations in few connected clusters (BENCHMARKS.md, "GSE").
+* :data:`CLUSTERED`, :data:`CLUSTERED_MNIST`, :data:`CLUSTERED_IMAGENET`:
+  ``str_attack(preset="clustered")`` (8 x 8 groups at stride 4, for 32 x 32 images such as
+  CIFAR-10), ``"clustered_mnist"`` (4 x 4 at stride 2, 28 x 28 digits) and
+  ``"clustered_imagenet"`` (the paper's 13 x 13 groups and c0 = 2.5, 224 x 224 images): the
+  defaults with the group layout that puts the perturbation in few connected clusters at each
+  image size (BENCHMARKS.md, "GSE").
 
 ``"authors_code"``: the ImageNet settings of the authors' TensorFlow code (KaidiXu/StrAttack,
 ``l2_LADMMST_attack_v3.py`` run by ``test_attack_iclr.py``), written in our parameter names.
@@ -75,5 +79,16 @@ AUTHORS_CODE = STRATTACK.replace(
 # groups and the defaults' budget (BENCHMARKS.md, "GSE").
 CLUSTERED = STRATTACK.replace(group_size=8, stride=4)
 
+# On 28 x 28 digits 8 x 8 groups are too coarse (more clusters than the defaults); 4 x 4 at
+# stride 2 gives about two (BENCHMARKS.md, "GSE", MNIST).
+CLUSTERED_MNIST = STRATTACK.replace(group_size=4, stride=2)
+
+# At 224 x 224, 8 x 8 groups are too small; the paper's ImageNet groups (13 x 13, stride 13)
+# with Table 1's first constant (c0 = 2.5) give fewer clusters than GSE at less l2
+# (BENCHMARKS.md, "GSE", ImageNet).
+CLUSTERED_IMAGENET = STRATTACK.replace(group_size=13, stride=13, initial_const=2.5)
+
 #: The presets of ``str_attack(preset=NAME)``.
-PRESETS: dict[str, StrAttackConfig] = {"authors_code": AUTHORS_CODE, "clustered": CLUSTERED}
+PRESETS: dict[str, StrAttackConfig] = {"authors_code": AUTHORS_CODE, "clustered": CLUSTERED,
+                                       "clustered_mnist": CLUSTERED_MNIST,
+                                       "clustered_imagenet": CLUSTERED_IMAGENET}

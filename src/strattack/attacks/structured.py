@@ -20,7 +20,7 @@ from .call import attack_function
 from .presets import PRESETS, STRATTACK, STRATTACK_LINF
 from .tracking import Model
 
-PresetName = Literal["authors_code", "clustered"]
+PresetName = Literal["authors_code", "clustered", "clustered_mnist", "clustered_imagenet"]
 
 
 @attack_function(STRATTACK, admm_core, PRESETS)
@@ -78,7 +78,9 @@ def str_attack(model: Model, inputs: Tensor, labels: Tensor, *,
         authors' code (:data:`strattack.attacks.presets.AUTHORS_CODE`; README, "The
         authors'-code preset"), or ``"clustered"``: the defaults with 8 x 8 groups at stride 4
         (:data:`strattack.attacks.presets.CLUSTERED`), whose perturbations gather in a few
-        connected clusters. Keywords passed explicitly override the preset's values, e.g.
+        connected clusters on 32 x 32 images; ``"clustered_mnist"`` (4 x 4 groups at stride 2)
+        and ``"clustered_imagenet"`` (13 x 13 groups, c0 = 2.5) do the same on 28 x 28 and
+        224 x 224 images. Keywords passed explicitly override the preset's values, e.g.
         ``preset="authors_code", max_iterations=200``. An unknown name is a ValueError.
     """
 
