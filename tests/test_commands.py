@@ -73,6 +73,8 @@ def test_report_returns_the_tables_and_writes_the_files(run, tmp_path):
     assert [p.name for p in result.written] == ["report.csv", "report.json", "ratios.json"]
     ratios = json.loads((tmp_path / "ratios.json").read_text())
     assert [r["case"] for r in ratios] == ["best", "average", "worst"]
+    assert list(ratios[0]) == ["ratio", "case", "l0", "l2", "pixel l0", "clusters", "d20",
+                               "passes/ex"]
     assert not (run / "report.csv").exists()          # --out, not the run folder
 
 

@@ -201,6 +201,16 @@ def test_ratio_rows_divide_the_case_means():
         ratio_rows(rows, "A", "C")
 
 
+def test_ratio_rows_divide_the_group_measures_and_the_passes_where_the_rows_have_them():
+    rows = [{"attack": "A", "case": "average", "l0": 6.0, "l2": 1.0, "clusters": 1.5,
+             "passes/ex": 900.0},
+            {"attack": "B", "case": "average", "l0": 3.0, "l2": 2.0, "clusters": 3.0,
+             "passes/ex": 3000.0}]
+    (ratio,) = ratio_rows(rows, "A", "B")
+    assert ratio == pytest.approx({"ratio": "A / B", "case": "average", "l0": 2.0, "l2": 0.5,
+                                   "clusters": 0.5, "passes/ex": 0.3})
+
+
 # ------------------------------------------------------------------ runner
 def _linear_task():
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from ..data.evaluation_data import EvaluationData
 from ..errors import ConfigError, DataError
-from ..evaluation.report import (COST_COLUMNS, Measure, cost_rows, ratio_notes, ratio_rows,
-                                 report_columns, report_rows, write_report)
+from ..evaluation.report import (COST_COLUMNS, RATIO_COLUMNS, Measure, cost_rows, ratio_notes,
+                                 ratio_rows, report_columns, report_rows, write_report)
 from ..evaluation.evaluate import weights_used
 from ..evaluation.store import STORE_NAME, ExampleRecord, ResultStore
 from ..evaluation.finished_run import load_store_context
@@ -134,7 +134,8 @@ def _write_ratios(rows: list[dict[str, object]], ratios: Sequence[tuple[str, str
     # NaN (no successful example) is not valid JSON: null
     path.write_text(json.dumps([{k: (None if isinstance(v, float) and v != v else v)
                                  for k, v in r.items()} for r in table], indent=1) + "\n")
-    return "\n" + markdown_table(table, ("ratio", "case", "l0", "l2")), path
+    columns = [c for c in RATIO_COLUMNS if all(c in r for r in table)]
+    return "\n" + markdown_table(table, ("ratio", "case", *columns)), path
 
 
 def _context(store: ResultStore, data_root: Path | None

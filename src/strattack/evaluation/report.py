@@ -56,14 +56,16 @@ from .store import ExampleRecord, ResultStore
 __all__ = ["CASES", "CONVENTIONS", "COST_COLUMNS", "GROUP_COLUMNS", "NORMS", "Measure",
            "Measurements", "case_rows", "group_sparsity_measure", "measure_records",
            "paper_case_rows", "with_paper_l0", "common_examples", "cost_rows", "default_labels",
-           "ratio_notes", "ratio_rows", "report_columns", "report_rows", "store_labels",
-           "wilson_interval", "write_report"]
+           "RATIO_COLUMNS", "ratio_notes", "ratio_rows", "report_columns", "report_rows",
+           "store_labels", "wilson_interval", "write_report"]
 
 CASES = ("best", "average", "worst")
 CONVENTIONS = ("ours", "paper")
 PAPER_L0_THRESHOLD = 1e-7
 NORMS = ("l0", "l1", "l2", "linf")
 GROUP_COLUMNS = ("pixel l0", "clusters", "d20")
+#: What ``report --ratio`` divides: the norms, the group-sparsity measures and the model passes.
+RATIO_COLUMNS = ("l0", "l2", *GROUP_COLUMNS, "passes/ex")
 REPORT_COLUMNS = ("attack", "case", "images", "examples", "ASR %", "ASR 95% CI", "l0", "l1", "l2", "linf",
                   "groups", *GROUP_COLUMNS, "fwd/ex", "bwd/ex", "passes/ex", "s/ex", "device",
                   "version")
@@ -264,10 +266,11 @@ def _row(label: str, case: str, by_image: dict[int, list[ExampleRecord]],
 
 
 def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: str,
-               norms: Sequence[str] = ("l0", "l2")) -> list[dict[str, object]]:
+               norms: Sequence[str] = RATIO_COLUMNS) -> list[dict[str, object]]:
     """Per case, ``numerator``'s mean norm divided by ``denominator``'s, from report rows (each
     attack's mean over its own successful examples, as the paper's tables compare them), e.g.
-    StrAttack l0 / C&W l0: the ratios that should carry across models and datasets."""
+    StrAttack l0 / C&W l0: the ratios that should carry across models and datasets. A column
+    the rows lack (e.g. the group-sparsity ones of rows made without them) is left out."""
     by_key = {(r["attack"], r["case"]): r for r in rows}
     attacks = {r["attack"] for r in rows}
     for label in (numerator, denominator):
@@ -279,7 +282,7 @@ def ratio_rows(rows: Sequence[dict[str, object]], numerator: str, denominator: s
         if num is None or den is None:
             continue
         row: dict[str, object] = {"ratio": f"{numerator} / {denominator}", "case": case}
-        for norm in norms:
+        for norm in (n for n in norms if n in num and n in den):
             a, b = float(num[norm]), float(den[norm])     # type: ignore[arg-type]
             row[norm] = a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
         out.append(row)
