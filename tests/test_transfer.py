@@ -215,7 +215,8 @@ def test_cli_errors_are_clear(run, tmp_path):
 
 def test_cli_resizes_for_a_user_model_that_declares_its_input_size(run, tmp_path):
     result = CliRunner().invoke(main, ["transfer", str(run), "--model",
-                                       "upscaled_mnist_model:build", "-o", str(tmp_path)])
+                                       "upscaled_mnist_model:build", "--no-weights", "-o",
+                                       str(tmp_path)])
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "transfer.json").read_text())
     assert doc["models"] == {"upscaled_mnist_model:build": "upscaled_mnist_model:build @ 32x32"}

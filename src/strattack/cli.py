@@ -226,12 +226,19 @@ def merge(run_dir: Path, shards: tuple[Path, ...]) -> None:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("-a", "--attack", "attacks", multiple=True,
               help="Attack labels in the store to compare (default: the first two).")
-@click.option("-n", "--num-examples", type=click.IntRange(1), default=100, show_default=True,
-              help="Examples (adversarial under every attack) to measure.")
+@click.option("-n", "--num-examples", type=click.IntRange(1), default=None,
+              help="With RUN_DIR: examples (adversarial under every attack) to measure "
+              "[default: 100].")
 @click.option("--dataset", default=None, help="Without RUN_DIR: mnist, cifar10 or an image folder.")
 @click.option("--bundled", is_flag=True,
               help="Without RUN_DIR: use the shipped test images (--dataset defaults to mnist).")
 @click.option("--model", "model_spec", default=None, help="Without RUN_DIR: model (as in eval).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Without RUN_DIR: weights of a module:callable or architecture model "
+              "(.safetensors or a state dict), as in eval.")
+@click.option("--no-weights", is_flag=True,
+              help="Without RUN_DIR: a module:callable model without --weights, the network as "
+              "the callable builds it (randomly initialised unless it loads weights itself).")
 @click.option("--image", "image_index", type=int, default=None,
               help="Without RUN_DIR: index of the image to attack with StrAttack and C&W-l2.")
 @click.option("--target", type=int, default=None, help="Without RUN_DIR: target class.")
@@ -274,6 +281,9 @@ def explain_command(run_dir: Path | None, **options: Any) -> None:
 @click.option("--weights", multiple=True, metavar="[SPEC=]FILE",
               help="Weights of a module:callable or architecture model; with several --model "
               "write SPEC=FILE (repeatable).")
+@click.option("--no-weights", is_flag=True,
+              help="Transfer to each module:callable --model without --weights as the callable "
+              "builds it (randomly initialised unless it loads weights itself).")
 @STORE_DATA_ROOT_OPTION
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, callback=device_callback,

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..attacks import cw_l2, str_attack
 from ..data.evaluation_data import EvaluationData, check_dataset, load_evaluation_data
 from ..errors import ConfigError, DataError
+from ..evaluation.config import check_model_weights
 from ..evaluation.report import store_labels
 from ..evaluation.store import STORE_NAME
 from ..evaluation.finished_run import common_successes, load_store_context
@@ -29,18 +30,22 @@ __all__ = ["ExplainOptions", "ExplainResult", "explain"]
 @dataclass(frozen=True)
 class ExplainOptions:
     """What to explain: the store in ``run_dir`` (``attacks``: its labels to compare, default the
-    first two; ``num_examples`` adversarial under all of them) or, without it, image
-    ``image_index`` of ``dataset`` attacked toward ``target`` with StrAttack and C&W-l2.
+    first two; ``num_examples`` adversarial under all of them, None: 100) or, without it, image
+    ``image_index`` of ``dataset`` attacked toward ``target`` with StrAttack and C&W-l2 on
+    ``model_spec`` (default the dataset's model; a module:callable needs ``weights``, or
+    ``no_weights`` to attack the network as the callable builds it, as in eval).
     ``cam_layer``: force Grad-CAM at this module of the model (a ``model.named_modules()``
     name); None: exact CAM for a GAP + linear head, else Grad-CAM at its default layer.
     ``out`` defaults to ``run_dir``/explain or ./explain."""
 
     run_dir: Path | None = None
     attacks: tuple[str, ...] = ()
-    num_examples: int = 100
+    num_examples: int | None = None
     dataset: str | None = None
     bundled: bool = False
     model_spec: str | None = None
+    weights: Path | None = None
+    no_weights: bool = False
     image_index: int | None = None
     target: int | None = None
     data_root: Path | None = None
@@ -105,14 +110,20 @@ def explain(options: ExplainOptions) -> ExplainResult:
     return ExplainResult(lines, summary, written)
 
 
-#: The options that choose the one image to attack; a run folder's store gives its own.
+#: The options that choose the one image to attack and the model; a run folder's store gives
+#: its own.
 ONE_IMAGE_OPTIONS = {"dataset": "--dataset", "bundled": "--bundled", "model_spec": "--model",
+                     "weights": "--weights", "no_weights": "--no-weights",
                      "image_index": "--image", "target": "--target"}
+
+#: Examples of a store explained when -n/--num-examples is not given.
+DEFAULT_NUM_EXAMPLES = 100
 
 
 def _check_options(o: ExplainOptions) -> None:
     """ConfigError for options this mode would ignore: with RUN_DIR the examples, model and
-    images are the store's; without it StrAttack and C&W-l2 attack one image."""
+    images are the store's; without it StrAttack and C&W-l2 attack one image, on a model whose
+    weights follow eval's rule (a module:callable needs --weights or --no-weights)."""
     if o.run_dir is not None:
         given = [flag for name, flag in ONE_IMAGE_OPTIONS.items()
                  if getattr(o, name) is not None and getattr(o, name) is not False]
@@ -123,6 +134,12 @@ def _check_options(o: ExplainOptions) -> None:
     elif o.attacks:
         raise ConfigError("--attack chooses attacks of a RUN_DIR's store; without RUN_DIR, "
                           "StrAttack and C&W-l2 attack the image")
+    elif o.num_examples is not None:
+        raise ConfigError("-n/--num-examples chooses how many examples of a RUN_DIR's store to "
+                          "explain; without RUN_DIR, StrAttack and C&W-l2 attack one image "
+                          "(--image)")
+    else:
+        check_model_weights(o.model_spec, o.weights, o.no_weights)
 
 
 def _from_store(o: ExplainOptions) -> tuple[_Examples, Path]:
@@ -133,7 +150,8 @@ def _from_store(o: ExplainOptions) -> tuple[_Examples, Path]:
         raise DataError(f"no store {path} (run `strattack eval ... -o {o.run_dir}`)")
     with read_store(path) as store:
         found = common_successes(store, list(o.attacks) or list(store_labels(store).values())[:2],
-                                 o.num_examples)
+                                 DEFAULT_NUM_EXAMPLES if o.num_examples is None
+                                 else o.num_examples)
         if not found.pairs:
             raise DataError(f"no example is adversarial under all of {found.labels}")
         if any(t < 0 for _, t in found.pairs):
@@ -158,7 +176,7 @@ def _one_image(o: ExplainOptions) -> tuple[_Examples, Path]:
         data = load_evaluation_data(dataset, o.data_root, o.bundled, ids=[o.image_index])
     except ConfigError as err:
         raise ConfigError(f"--image: {err}") from err
-    model = load_model(o.model_spec or dataset, None, device=o.device)
+    model = load_model(o.model_spec or dataset, o.weights, device=o.device)
     rows = data.rows([o.image_index])
     label = int(data.labels[rows[0]])
     if not 0 <= o.target < data.num_classes or o.target == label:

@@ -33,16 +33,19 @@ TransferResult = TableResult
 def transfer(run_dir: Path, models: Sequence[str], weights: Sequence[str] = (),
              out: Path | None = None, batch_size: int = 64, device: str = "cpu",
              threads: int | None = None, data_root: Path | None = None,
-             log: Say | None = None) -> TransferResult:
+             log: Say | None = None, no_weights: bool = False) -> TransferResult:
     """Evaluate the successful examples of ``run_dir``'s store on the ``models`` (bundled names
     or ``module:callable``; ``weights``: ``FILE`` for a single model or ``SPEC=FILE``), store the
     results in ``out`` (default ``run_dir``)/transfer.sqlite and write transfer.csv,
-    transfer.json and transfer.png there."""
+    transfer.json and transfer.png there. A ``module:callable`` without weights is a
+    ConfigError unless ``no_weights`` says that the network as the callable builds it is meant
+    (as in eval)."""
+    paired = _pair_weights(models, weights, no_weights)
     if threads:
         torch.set_num_threads(threads)   # beside other jobs, oversubscribed threads spin
     path = store_path(run_dir)
     out = writable_folder(out or run_dir, "transfer results")
-    receivers = [_receiver(spec, w, device) for spec, w in _pair_weights(models, weights)]
+    receivers = [_receiver(spec, w, device) for spec, w in paired]
     with read_store(path) as store:
         summary = transfer_examples(store, receivers, out, batch_size=batch_size,
                                     device=device, data_root=data_root, log=log)
@@ -52,9 +55,11 @@ def transfer(run_dir: Path, models: Sequence[str], weights: Sequence[str] = (),
     return TransferResult(lines, summary.rows, written)
 
 
-def _pair_weights(models: Sequence[str], weights: Sequence[str]) -> list[tuple[str, str | None]]:
+def _pair_weights(models: Sequence[str], weights: Sequence[str],
+                  no_weights: bool = False) -> list[tuple[str, str | None]]:
     """Each model spec with its weights file: ``SPEC=FILE``, or a bare ``FILE`` when only one
-    model is given (as in `eval`)."""
+    model is given (as in `eval`). ConfigError for a module:callable without weights unless
+    ``no_weights``, and for ``no_weights`` where no model is one (it would be ignored)."""
     found: dict[str, str] = {}
     for item in weights:
         spec, sep, file = item.partition("=")
@@ -65,6 +70,18 @@ def _pair_weights(models: Sequence[str], weights: Sequence[str]) -> list[tuple[s
         else:
             raise ConfigError(f"--weights {item!r}: with several models write SPEC=FILE, SPEC "
                               f"one of {list(models)}")
+    unweighted = [m for m in models if ":" in m and m not in found]
+    if unweighted and not no_weights:
+        named = ", ".join(f"--model {m!r}" for m in unweighted)
+        network = ("the network as the callable builds it, randomly initialised unless it "
+                   "loads weights itself" if len(unweighted) == 1 else "the networks as the "
+                   "callables build them, randomly initialised unless they load weights")
+        raise ConfigError(f"{named} without --weights would transfer to {network}: give "
+                          "--weights [SPEC=]FILE (.safetensors or a state dict), or "
+                          "--no-weights if that is what you mean")
+    if no_weights and not unweighted:
+        raise ConfigError("--no-weights applies to a module:callable --model without --weights; "
+                          "here there is none (a bundled model loads its own weights)")
     return [(m, found.get(m)) for m in models]
 
 

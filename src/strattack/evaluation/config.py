@@ -27,8 +27,8 @@ try:                    # the standard library from Python 3.11; requires-python
 except ModuleNotFoundError:
     import tomli as tomllib
 
-__all__ = ["EvalConfig", "TARGET_MODES", "STORE_NAME", "check_device", "load_toml",
-           "parse_device", "shard_store_name", "targets_text"]
+__all__ = ["EvalConfig", "TARGET_MODES", "STORE_NAME", "check_device", "check_model_weights",
+           "load_toml", "parse_device", "shard_store_name", "targets_text"]
 
 TARGET_MODES = ("all", "random", "next", "untargeted")
 
@@ -355,7 +355,8 @@ def _merged(file: Path | None, options: Mapping[str, Any]
 def _check_combinations(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
     """ConfigError for options that contradict each other or that the run would ignore: each
     must change what is attacked, or be refused."""
-    _check_weights(values, origin)
+    check_model_weights(values.get("model"), values.get("weights"),
+                        values.get("no_weights", False), origin)
     if "num_images" in values and "indices" in values:
         raise ConfigError(f"{origin['num_images']} and {origin['indices']} both choose the "
                           "images: give one (-n: the first N correctly classified images; "
@@ -366,12 +367,17 @@ def _check_combinations(values: Mapping[str, Any], origin: Mapping[str, str]) ->
                           f"here: {targets_text(targets)}); drop it or use --targets random")
 
 
-def _check_weights(values: Mapping[str, Any], origin: Mapping[str, str]) -> None:
+#: The command-line names of the options :func:`check_model_weights` checks.
+WEIGHTS_OPTIONS = {"model": "--model", "weights": "--weights", "no_weights": "--no-weights"}
+
+
+def check_model_weights(model: str | None, weights: object, no_weights: bool,
+                        origin: Mapping[str, str] = WEIGHTS_OPTIONS) -> None:
     """A user model (module:callable) needs --weights, or --no-weights to say that the network
     as the callable builds it (randomly initialised, unless it loads weights itself) is what
-    should be attacked: attacks on an untrained network all "succeed" and measure nothing."""
-    model, weights = values.get("model"), values.get("weights")
-    no_weights = values.get("no_weights", False)
+    should be attacked: attacks on an untrained network all "succeed" and measure nothing.
+    ``origin`` names where ``model``, ``weights`` and ``no_weights`` came from (an option, or
+    a --config file's key)."""
     if no_weights and weights is not None:
         raise ConfigError(f"{origin['no_weights']} and {origin['weights']} contradict each "
                           "other: give one")
