@@ -162,7 +162,8 @@ def eval_command(config_path: Path | None, **options: Any) -> None:
               help="Dataset folder, to show originals and adversarial examples in the figure "
               "[default: the one eval recorded in the store].")
 @click.option("--ratio", "ratios", nargs=2, multiple=True, metavar="NUM DEN",
-              help="Also print NUM's mean l0 and l2 over DEN's per case (attack labels), e.g. "
+              help="Also print NUM's mean l0, l2, pixel l0, clusters, d20 and passes over DEN's "
+              "per case (attack labels), e.g. "
               "--ratio StrAttack 'C&W-l2'. Repeatable.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for report.csv, report.json, ratios.json and the figures "
