@@ -210,4 +210,6 @@ def test_transfer_to_a_user_model_with_no_weights(run, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "transfer.json").read_text())
     assert set(doc["models"]) == {spec, "mnist"}
+    assert doc["models"][spec] == f"{spec} weights=none (the network as the callable builds it)"
+    assert doc["models"]["mnist"] == "mnist"
     assert {r["model"] for r in doc["rows"]} == {spec, "mnist"}

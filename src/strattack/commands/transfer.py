@@ -91,7 +91,12 @@ def _receiver(spec: str, weights: str | None, device: str) -> Receiver:
     model = load_model(spec, weights, device=device)
     size = getattr(model, "input_size", None)
     name = spec if weights is None else f"{spec}@{Path(weights).name}"
-    described = spec if weights is None else f"{spec} weights={Path(weights).resolve()}"
+    if weights is not None:
+        described = f"{spec} weights={Path(weights).resolve()}"
+    elif ":" in spec:       # --no-weights: say so wherever the receiver is named with its spec
+        described = f"{spec} weights=none (the network as the callable builds it)"
+    else:
+        described = spec
     return Receiver(name, model, tuple(size) if size is not None else None, spec=described)
 
 
