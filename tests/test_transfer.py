@@ -219,7 +219,8 @@ def test_cli_resizes_for_a_user_model_that_declares_its_input_size(run, tmp_path
                                        str(tmp_path)])
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "transfer.json").read_text())
-    assert doc["models"] == {"upscaled_mnist_model:build": "upscaled_mnist_model:build @ 32x32"}
+    assert doc["models"] == {"upscaled_mnist_model:build": "upscaled_mnist_model:build "
+                             "weights=none (the network as the callable builds it) @ 32x32"}
     assert all(r["examples"] > 0 for r in doc["rows"])
 
 
