@@ -1,0 +1,76 @@
+"""Two attacks of one result store compared example by example: on the examples both fooled,
+the mean of pixel l0, l2, 4-connected clusters and d20 (8 x 8) for each, their ratio, and a 95%
+bootstrap interval of the ratio over images (examples of an image resampled together).
+
+    python benchmarks/paired_compare.py runs/gse_cifar10 'StrAttack (clustered)' GSE [SKIP]
+
+SKIP (default 0): leave out the store's first SKIP images (e.g. 20: the images the settings were
+chosen on), to check that a result holds on the others.
+
+`strattack report --ratio` divides each attack's mean over its own successes; where one attack
+fails on hard examples its mean leaves them out, and this paired view does not.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from strattack.evaluation.metrics import group_sparsity_metrics
+from strattack.evaluation.report import store_labels
+from strattack.commands.common import read_store
+from strattack.evaluation.store import STORE_NAME
+
+MEASURES = ("pixel l0", "l2", "clusters", "d20")
+
+
+def per_example(store, label: str) -> dict[tuple[int, int], dict[str, float]]:
+    """(image, target) -> the measures, for the examples the attack fooled."""
+    key = {v: k for k, v in store_labels(store).items()}[label]
+    out = {}
+    for r in store.records(key, with_perturbation=True):
+        if r.success:
+            delta = torch.from_numpy(np.asarray(r.perturbation, dtype=np.float32))[None]
+            m = {k: float(v[0]) for k, v in group_sparsity_metrics(delta).items()}
+            out[(r.image, r.target)] = {**m, "l2": r.l2}
+    return out
+
+
+def bootstrap_ratio(a: np.ndarray, b: np.ndarray, images: np.ndarray, draws: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """95% interval of mean(a) / mean(b), resampling images with replacement."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(images)
+    rows = [np.flatnonzero(images == i) for i in ids]
+    ratios = []
+    for _ in range(draws):
+        pick = np.concatenate([rows[j] for j in rng.integers(0, len(ids), len(ids))])
+        ratios.append(a[pick].mean() / b[pick].mean())
+    return tuple(np.percentile(ratios, [2.5, 97.5]))
+
+
+def main() -> None:
+    run, first, second = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    skip = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    with read_store(run / STORE_NAME) as store:
+        a, b = per_example(store, first), per_example(store, second)
+    left_out = set(sorted({i for i, _ in a.keys() | b.keys()})[:skip])
+    a = {e: v for e, v in a.items() if e[0] not in left_out}
+    b = {e: v for e, v in b.items() if e[0] not in left_out}
+    both = sorted(a.keys() & b.keys())
+    images = np.array([i for i, _ in both])
+    print(f"{first} fooled {len(a)}, {second} {len(b)}, both {len(both)} examples "
+          f"of {len(np.unique(images))} images")
+    print(f"| measure | {first} | {second} | ratio | 95% CI (images resampled) |")
+    print("|---|---|---|---|---|")
+    for m in MEASURES:
+        x, y = np.array([a[e][m] for e in both]), np.array([b[e][m] for e in both])
+        low, high = bootstrap_ratio(x, y, images)
+        print(f"| {m} | {x.mean():.4g} | {y.mean():.4g} | {x.mean() / y.mean():.3f} | "
+              f"[{low:.3f}, {high:.3f}] |")
+
+
+if __name__ == "__main__":
+    main()
