@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from strattack.evaluation.metrics import group_sparsity_metrics
-from strattack.evaluation.report import store_labels
+from strattack.evaluation.report import (GROUP_COLUMNS, group_sparsity_measure, measure_records,
+                                         store_labels)
 from strattack.commands.common import read_store
 from strattack.evaluation.store import STORE_NAME
 
@@ -27,15 +26,13 @@ MEASURES = ("pixel l0", "l2", "clusters", "d20")
 
 
 def per_example(store, label: str) -> dict[tuple[int, int], dict[str, float]]:
-    """(image, target) -> the measures, for the examples the attack fooled."""
+    """(image, target) -> the measures, for the examples the attack fooled (the group measures
+    as `strattack report` computes them)."""
     key = {v: k for k, v in store_labels(store).items()}[label]
-    out = {}
-    for r in store.records(key, with_perturbation=True):
-        if r.success:
-            delta = torch.from_numpy(np.asarray(r.perturbation, dtype=np.float32))[None]
-            m = {k: float(v[0]) for k, v in group_sparsity_metrics(delta).items()}
-            out[(r.image, r.target)] = {**m, "l2": r.l2}
-    return out
+    records, measured = measure_records(store.records(key, with_perturbation=True),
+                                        [group_sparsity_measure()])
+    return {(r.image, r.target): {**{c: measured.of(r, c) for c in GROUP_COLUMNS}, "l2": r.l2}
+            for r in records if r.success}
 
 
 def bootstrap_ratio(a: np.ndarray, b: np.ndarray, images: np.ndarray, draws: int = 2000,
