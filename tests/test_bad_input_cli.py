@@ -403,7 +403,22 @@ def _without_write_override() -> list[str]:
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
+#: Run in one subprocess under the dropped capabilities: report to -o, report into the
+#: read-only run folder, explain to -o; prints each exit code and output as JSON lines.
+READ_ONLY_COMMANDS = """
+import json, sys
+from click.testing import CliRunner
+from strattack.cli import main
+run, out = sys.argv[1:3]
+for args in (["report", run, "-o", out], ["report", run],
+             ["explain", run, "-a", "fgm", "--figures", "0", "-o", out + "/explain"]):
+    res = CliRunner().invoke(main, args)
+    print(json.dumps([res.exit_code, res.output]))
+"""
+
+
 def test_report_and_explain_work_on_a_really_read_only_run_folder(tmp_path):
+    import json
     import os
     import subprocess
     import sys
@@ -418,18 +433,14 @@ def test_report_and_explain_work_on_a_really_read_only_run_folder(tmp_path):
         if probe.returncode == 0:
             pytest.skip("cannot make a read-only folder here")
         env = os.environ | {"OMP_NUM_THREADS": "1", "MPLCONFIGDIR": str(out / "mpl")}
-        cli = [*prefix, sys.executable, "-m", "strattack.cli"]
-        done = subprocess.run([*cli, "report", str(run), "-o", str(out)], capture_output=True,
-                              text=True, env=env, timeout=300)
+        done = subprocess.run([*prefix, sys.executable, "-c", READ_ONLY_COMMANDS, str(run),
+                               str(out)], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert (out / "report.csv").is_file()
-        done = subprocess.run([*cli, "report", str(run)], capture_output=True, text=True,
-                              env=env, timeout=300)
-        assert done.returncode == 1 and f"{run} is not writable" in done.stderr, done.stderr
-        done = subprocess.run([*cli, "explain", str(run), "-a", "fgm", "--figures", "0",
-                               "-o", str(out / "explain")], capture_output=True, text=True,
-                              env=env, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
+        (to_out, code_out), (into_run, code_run), (explained, code_explain) = (
+            json.loads(line) for line in done.stdout.splitlines()[-3:])
+        assert to_out == 0 and (out / "report.csv").is_file(), code_out
+        assert into_run == 1 and f"{run} is not writable" in code_run, code_run
+        assert explained == 0 and (out / "explain").is_dir(), code_explain
     finally:
         run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == ["results.sqlite"]

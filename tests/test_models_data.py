@@ -207,6 +207,14 @@ def test_load_pretrained_unknown_name() -> None:
         load_pretrained("imagenet")
 
 
+@pytest.mark.parametrize("spec, user", [("mnist", False), ("efficientnet_lite0", False),
+                                         ("my_pkg.nets:build", True), ("gap_model:make", True)])
+def test_is_user_model_tells_module_callable_from_bundled_names(spec: str, user: bool) -> None:
+    from strattack.models.loading import is_user_model
+
+    assert is_user_model(spec) is user
+
+
 def test_load_samples_unknown_name() -> None:
     with pytest.raises(ValueError):
         load_samples("svhn")

@@ -31,10 +31,23 @@ def test_strattack_succeeds_on_demo_images_with_half_the_l0_of_the_dense_baselin
         assert (model(sparse.adv).argmax(1) == t).all()
 
 
-def test_demo_command_prints_table_and_writes_png(tmp_path):
+def test_demo_command_passes_its_options_and_prints_the_table_and_figure(tmp_path, monkeypatch):
+    """The command only parses and prints: the library's demo (run for real by
+    test_commands.py and by README's demo command in test_docs.py) is replaced by a recorder."""
+    import strattack.commands.demo as demo_module
+
+    calls = []
+
+    def recorded(*args):
+        calls.append(args)
+        args[3].write_bytes(b"\x89PNG\r\n\x1a\n")
+        return demo_module.DemoResult(["| StrAttack | 1 | passes/ex |"], [], args[3])
+
+    monkeypatch.setattr(demo_module, "demo", recorded)
     out = tmp_path / "fig.png"
-    result = CliRunner().invoke(main, ["demo", "-n", "2", "-o", str(out)])
+    result = CliRunner().invoke(main, ["demo", "-n", "2", "--target-offset", "3", "-o", str(out),
+                                       "--threads", "1"])
     assert result.exit_code == 0, result.output
+    assert calls == [("mnist", 2, 3, out, "cpu", 1)]
     assert "| StrAttack |" in result.output and "passes/ex" in result.output
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert str(out.resolve()) in result.output
+    assert f"figure written to {out.resolve()}" in result.output

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..evaluation.summary import markdown_table
 from ..evaluation.transfer import COLUMNS, Receiver, TransferSummary
 from ..evaluation.transfer import transfer as transfer_examples
-from ..models.loading import load_model
+from ..models.loading import is_user_model, load_model
 from ..viz.transfer import plot_transfer
 from .common import Say, TableResult, read_store, writable_folder
 from .report import store_path
@@ -70,7 +70,7 @@ def _pair_weights(models: Sequence[str], weights: Sequence[str],
         else:
             raise ConfigError(f"--weights {item!r}: with several models write SPEC=FILE, SPEC "
                               f"one of {list(models)}")
-    unweighted = [m for m in models if ":" in m and m not in found]
+    unweighted = [m for m in models if is_user_model(m) and m not in found]
     if unweighted and not no_weights:
         named = ", ".join(f"--model {m!r}" for m in unweighted)
         network = ("the network as the callable builds it, randomly initialised unless it "
@@ -93,7 +93,7 @@ def _receiver(spec: str, weights: str | None, device: str) -> Receiver:
     name = spec if weights is None else f"{spec}@{Path(weights).name}"
     if weights is not None:
         described = f"{spec} weights={Path(weights).resolve()}"
-    elif ":" in spec:       # --no-weights: say so wherever the receiver is named with its spec
+    elif is_user_model(spec):   # --no-weights: say so wherever the receiver is named with its spec
         described = f"{spec} weights=none (the network as the callable builds it)"
     else:
         described = spec

@@ -16,7 +16,7 @@ import torch
 
 from ..data.registry import DATASETS, SPLITS
 from ..errors import ConfigError
-from ..models.loading import check_model_spec
+from ..models.loading import check_model_spec, is_user_model
 from . import defaults
 from .runner import AttackSpec
 from .store import STORE_NAME
@@ -167,7 +167,7 @@ def _model(value: Any, where: str) -> str:
     """A bundled model's name, or a user model's ``module:callable`` (checked before anything
     loads: a file path fails later with a raw TypeError)."""
     text = _text(value, where)
-    if ":" in text:
+    if is_user_model(text):
         try:
             check_model_spec(text)
         except ConfigError as err:
@@ -381,10 +381,10 @@ def check_model_weights(model: str | None, weights: object, no_weights: bool,
     if no_weights and weights is not None:
         raise ConfigError(f"{origin['no_weights']} and {origin['weights']} contradict each "
                           "other: give one")
-    if no_weights and (model is None or ":" not in model):
+    if no_weights and (model is None or not is_user_model(model)):
         raise ConfigError(f"{origin['no_weights']} applies to a module:callable --model; a "
                           "bundled model loads its own weights")
-    if model is not None and ":" in model and weights is None and not no_weights:
+    if model is not None and is_user_model(model) and weights is None and not no_weights:
         raise ConfigError(f"{origin['model']} {model!r} without --weights would attack the "
                           "network as the callable builds it, randomly initialised unless it "
                           "loads weights itself: give --weights FILE (.safetensors or a state "

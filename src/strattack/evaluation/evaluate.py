@@ -13,7 +13,7 @@ from torch import Tensor
 from ..data import default_data_root
 from ..data.evaluation_data import EvaluationData, load_evaluation_data
 from ..errors import ConfigError
-from ..models.loading import load_model
+from ..models.loading import is_user_model, load_model
 from . import defaults
 from .config import STORE_NAME, EvalConfig, parse_device, shown, targets_text
 from .runner import RunSummary, device_description, run_evaluation
@@ -174,7 +174,7 @@ def weights_used(meta: Mapping[str, MetaValue]) -> str:
     if meta.get("init") == "callable":
         return ("none (--no-weights: the network as the callable builds it, randomly "
                 "initialised unless it loads weights itself)")
-    if ":" in str(meta.get("model", "")):   # the store cannot say if the callable loads weights
+    if is_user_model(str(meta.get("model", ""))):   # the store cannot say if the callable loads weights
         return "none given (the network as the callable builds it)"
     return "bundled"
 

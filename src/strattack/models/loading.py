@@ -18,7 +18,7 @@ from ..errors import ConfigError, ModelError
 from .pretrained import (architecture_of, build_model, load_pretrained, load_state,
                          weights_metadata)
 
-__all__ = ["check_model_spec", "load_model", "read_state_dict"]
+__all__ = ["check_model_spec", "is_user_model", "load_model", "read_state_dict"]
 
 #: What a user's weights file may be, for error messages.
 EXPECTED_WEIGHTS = ("expected a .safetensors file or a PyTorch state dict saved with "
@@ -36,7 +36,7 @@ def load_model(spec: str, weights: str | Path | None = None,
     an architecture, the network is the one the safetensors metadata names (``arch``, written by
     ``strattack train --arch``; the dataset's CNN without it).
     The model is returned in eval mode with parameters frozen."""
-    if ":" not in spec:
+    if not is_user_model(spec):
         if weights is None:
             return load_pretrained(spec, device=device)
         if spec not in NAMED_DATASETS:
@@ -66,6 +66,12 @@ def load_model(spec: str, weights: str | Path | None = None,
 
 #: A user model: a dotted module name, a colon, a callable in it.
 SPEC_EXAMPLE = "e.g. mypkg.net:build with the folder holding mypkg on PYTHONPATH"
+
+
+def is_user_model(spec: str) -> bool:
+    """Whether ``spec`` names a user model (``package.module:callable``) rather than a bundled
+    one: only a user model takes ``--weights`` or ``--no-weights`` as eval and transfer mean them."""
+    return ":" in spec
 
 
 def check_model_spec(spec: str) -> tuple[str, str]:
