@@ -472,7 +472,7 @@ def test_report_and_explain_find_the_data_eval_used(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.delenv("STRATTACK_DATA", raising=False)
     res = CliRunner().invoke(main, ["eval", "--dataset", "mnist", "--data-root", "data",
-                                    "--indices", "0,1,2,3", "--targets", "all", "-a", "fgm",
+                                    "--indices", "0,1,2,3", "--targets", "next", "-a", "fgm",
                                     "-a", "ifgsm", "--set", "ifgsm.steps=3", "--no-progress",
                                     "-o", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
