@@ -150,8 +150,9 @@ def test_explain_one_image_rejects_a_wrong_choice_as_config_error(tmp_path, opti
 def test_demo_returns_the_table_and_uses_the_dataset_constant(tmp_path, monkeypatch):
     consts = []
     real = demo_module.admm_attack
-    small = dict(binary_search_steps=1, max_iterations=10, refine_iterations=5)  # the work is
-    monkeypatch.setattr(demo_module, "admm_attack",       # README's demo command (test_docs.py)
+    # a small budget: README's demo command (tests/test_docs.py) runs the real one
+    small = dict(binary_search_steps=1, max_iterations=10, refine_iterations=5)
+    monkeypatch.setattr(demo_module, "admm_attack",
                         lambda *a, **kw: consts.append(kw["initial_const"])
                         or real(*a, **{**kw, **small}))
     result = demo(num_images=1, output=tmp_path / "fig.png")

@@ -32,8 +32,9 @@ def test_strattack_succeeds_on_demo_images_with_half_the_l0_of_the_dense_baselin
 
 
 def test_demo_command_passes_its_options_and_prints_the_table_and_figure(tmp_path, monkeypatch):
-    """The command only parses and prints: the library's demo (run for real by
-    test_commands.py and by README's demo command in test_docs.py) is replaced by a recorder."""
+    """The command only parses and prints: the library's demo (run at a small budget by
+    test_commands.py, at the real one by README's demo command in test_docs.py) is replaced by
+    a recorder."""
     import strattack.commands.demo as demo_module
 
     calls = []

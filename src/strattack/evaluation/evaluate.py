@@ -174,7 +174,8 @@ def weights_used(meta: Mapping[str, MetaValue]) -> str:
     if meta.get("init") == "callable":
         return ("none (--no-weights: the network as the callable builds it, randomly "
                 "initialised unless it loads weights itself)")
-    if is_user_model(str(meta.get("model", ""))):   # the store cannot say if the callable loads weights
+    # a user model: the store cannot say if the callable loads weights itself
+    if is_user_model(str(meta.get("model", ""))):
         return "none given (the network as the callable builds it)"
     return "bundled"
 

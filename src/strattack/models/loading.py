@@ -70,7 +70,8 @@ SPEC_EXAMPLE = "e.g. mypkg.net:build with the folder holding mypkg on PYTHONPATH
 
 def is_user_model(spec: str) -> bool:
     """Whether ``spec`` names a user model (``package.module:callable``) rather than a bundled
-    one: only a user model takes ``--weights`` or ``--no-weights`` as eval and transfer mean them."""
+    one: only a user model takes ``--weights`` or ``--no-weights`` as eval and transfer mean
+    them."""
     return ":" in spec
 
 
