@@ -243,10 +243,13 @@ def test_an_attack_label_must_be_a_visible_name(tmp_path, label, shown):
 
 # ------------------------------------------------------------------ start-up and threads
 def test_an_interrupt_while_the_command_line_imports_exits_quietly_with_130(tmp_path):
-    # a real SIGINT as torch starts to import: the package's own import must not import it
+    # a real SIGINT as torch starts to import: the package's own import must not import it.
+    # The child restores Python's handler: a runner started in the background (`cmd &` in a
+    # script) passes SIGINT on as ignored, and the interrupt would then never arrive.
     script = tmp_path / "interrupt.py"
     script.write_text(
         "import builtins, os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "real = builtins.__import__\n"
         "def interrupting(name, *args, **kwargs):\n"
         "    if name == 'torch':\n"
