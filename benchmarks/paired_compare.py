@@ -27,10 +27,15 @@ from strattack.evaluation.store import STORE_NAME
 MEASURES = ("pixel l0", "l2", "clusters", "d20")
 
 
+def attack_key(store, label: str) -> str:
+    """The store's key of the attack labelled ``label``."""
+    return {v: k for k, v in store_labels(store).items()}[label]
+
+
 def per_example(store, label: str) -> dict[tuple[int, int], dict[str, float]]:
     """(image, target) -> the measures, for the examples the attack fooled (the group measures
     as `strattack report` computes them)."""
-    key = {v: k for k, v in store_labels(store).items()}[label]
+    key = attack_key(store, label)
     records, measured = measure_records(store.records(key, with_perturbation=True),
                                         [group_sparsity_measure()])
     return {(r.image, r.target): {**{c: measured.of(r, c) for c in GROUP_COLUMNS}, "l2": r.l2}
@@ -39,7 +44,7 @@ def per_example(store, label: str) -> dict[tuple[int, int], dict[str, float]]:
 
 def fooled_everywhere(store, label: str) -> set[int]:
     """The images whose every stored example the attack fooled."""
-    key = {v: k for k, v in store_labels(store).items()}[label]
+    key = attack_key(store, label)
     missed: set[int] = set()
     seen: set[int] = set()
     for r in store.records(key):
